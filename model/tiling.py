@@ -1,0 +1,138 @@
+"""Sliding-window inference for images larger than a tile, built on `F.unfold` / `F.fold`.
+
+`F.unfold` cuts a padded band of the image into overlapping tiles (columns), the network runs on
+at most `batch_size` tiles at a time, and `F.fold` sums the tiles' logits back into place. Fold
+adds overlapping contributions, so `fold(unfold(x)) == divisor · x` where the divisor is
+`fold(unfold(ones))`, the number of tiles covering each pixel; dividing by it (or by the folded
+window weights) averages the overlaps.
+
+The image is processed one band of tile rows at a time, and the rows that no later band touches
+are finalised, so memory is bounded by one band (tile height × image width), not by the image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Tiling along one axis: tile length, stride, count, and padded length."""
+
+    tile: int
+    stride: int
+    count: int
+
+    @property
+    def padded(self) -> int:
+        return (self.count - 1) * self.stride + self.tile
+
+    @classmethod
+    def plan(cls, size: int, tile: int, overlap: int) -> Axis:
+        if tile < 1 or not 0 <= overlap < tile:
+            raise ValueError(f"need tile ≥ 1 and 0 ≤ overlap < tile, got {tile=} {overlap=}")
+        if size <= tile:
+            return cls(size, size, 1)
+        stride = tile - overlap
+        return cls(tile, stride, math.ceil((size - tile) / stride) + 1)
+
+
+def window_weights(height: int, width: int, kind: str) -> torch.Tensor:
+    """(height, width) blending weights: 'uniform' ones, or a 'hann'-like taper that stays > 0."""
+    if kind == "uniform":
+        return torch.ones(height, width)
+    if kind == "hann":
+        def ramp(n: int) -> torch.Tensor:
+            return 0.1 + 0.9 * torch.hann_window(n + 2, periodic=False)[1:-1] if n > 2 else \
+                torch.ones(n)
+        return torch.outer(ramp(height), ramp(width))
+    raise ValueError(f"unknown window {kind!r}; use 'uniform' or 'hann'")
+
+
+@torch.inference_mode()
+def _bands(
+    model: nn.Module,
+    image: torch.Tensor,
+    num_classes: int,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    window: str,
+) -> Iterator[torch.Tensor]:
+    """Yield averaged logits (1, K, rows, W) for consecutive finished row blocks of the image."""
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"expected one image shaped (1, C, H, W), got {tuple(image.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    _, channels, height, width = image.shape
+    rows, cols = Axis.plan(height, tile, overlap), Axis.plan(width, tile, overlap)
+    th, tw = rows.tile, cols.tile
+    weight = window_weights(th, tw, window).to(image.device, image.dtype)
+    # Per-tile weights as fold columns: (1, th*tw, n_cols) → summed in place by fold.
+    weight_cols = weight.reshape(1, th * tw, 1).expand(1, th * tw, cols.count)
+    band_weight = F.fold(weight_cols, (th, cols.padded), (th, tw), stride=(1, cols.stride))
+
+    # Rolling buffers over the current band's rows only: (1, K, th, W_padded).
+    acc = torch.zeros(1, num_classes, th, cols.padded, device=image.device)
+    norm = torch.zeros(1, 1, th, cols.padded, device=image.device)
+    for r in range(rows.count):
+        top = r * rows.stride
+        band = image[:, :, top : min(top + th, height), :]
+        band = F.pad(band, (0, cols.padded - width, 0, th - band.shape[2]), mode="replicate")
+        tiles = F.unfold(band, (th, tw), stride=(1, cols.stride))  # (1, C*th*tw, n_cols)
+        tiles = tiles[0].T.reshape(cols.count, channels, th, tw)
+        logits = torch.cat(
+            [model(tiles[i : i + batch_size]).float() for i in range(0, cols.count, batch_size)]
+        )  # (n_cols, K, th, tw)
+        logit_cols = (logits * weight).reshape(cols.count, num_classes * th * tw).T.unsqueeze(0)
+        acc += F.fold(logit_cols, (th, cols.padded), (th, tw), stride=(1, cols.stride))
+        norm += band_weight
+        # Rows above the next band's top are final; the rest carry over into the next band.
+        final = rows.stride if r < rows.count - 1 else th
+        final = min(final, height - top)
+        yield acc[:, :, :final, :width] / norm[:, :, :final, :width]
+        if r < rows.count - 1:
+            acc = torch.cat([acc[:, :, rows.stride :],
+                             acc.new_zeros(1, num_classes, rows.stride, cols.padded)], dim=2)
+            norm = torch.cat([norm[:, :, rows.stride :],
+                              norm.new_zeros(1, 1, rows.stride, cols.padded)], dim=2)
+
+
+def sliding_window_logits(
+    model: nn.Module,
+    image: torch.Tensor,
+    num_classes: int,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    window: str = "uniform",
+) -> torch.Tensor:
+    """Logits (1, K, H, W) for a normalised image (1, C, H, W), tile by tile."""
+    return torch.cat(list(_bands(model, image, num_classes, tile, overlap, batch_size, window)),
+                     dim=2)
+
+
+def sliding_window_mask(
+    model: nn.Module,
+    image: torch.Tensor,
+    num_classes: int,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    window: str = "uniform",
+) -> torch.Tensor:
+    """Class indices (H, W) as uint8 for a normalised image (1, C, H, W), tile by tile."""
+    height, width = image.shape[-2:]
+    mask = torch.empty(height, width, dtype=torch.uint8)
+    row = 0
+    for block in _bands(model, image, num_classes, tile, overlap, batch_size, window):
+        n = block.shape[2]
+        mask[row : row + n] = block[0].argmax(0).to(torch.uint8).cpu()
+        row += n
+    return mask

@@ -1,0 +1,180 @@
+"""Joint image/mask transforms, the one inference preprocessing, and CutMix/MixUp for masks.
+
+Pipelines run on `tv_tensors.Image` + `tv_tensors.Mask`: geometric ops move both (masks with
+NEAREST, padding with the ignore index), photometric ops touch the image only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from model.classes import IGNORE_INDEX
+
+DEFAULT_MEAN = (0.485, 0.456, 0.406)
+DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+def train_transforms(
+    crop_size: int,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    scale_range: tuple[float, float] = (0.8, 1.25),
+    color_jitter: float = 0.2,
+) -> v2.Compose:
+    """Scale jitter, random crop (padded with 0 / ignore), flips, colour jitter, normalisation.
+
+    `scale_range=(1, 1)` or `color_jitter=0` leave that step out.
+    """
+    fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+    steps: list[v2.Transform] = [v2.ToImage()]
+    if scale_range != (1.0, 1.0):
+        # Masks always resample with NEAREST in v2; the interpolation given here is the image's.
+        steps.append(v2.RandomAffine(degrees=0, scale=scale_range, fill=fill,
+                                     interpolation=v2.InterpolationMode.BILINEAR))
+    steps += [
+        v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+    ]
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter,
+                                    saturation=color_jitter, hue=color_jitter / 4))
+    steps += [
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+        v2.Normalize(mean=list(mean), std=list(std)),
+    ]
+    return v2.Compose(steps)
+
+
+def eval_transforms(
+    mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD
+) -> v2.Compose:
+    """The inference preprocessing as a joint transform (mask passes through untouched)."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+def preprocess(
+    image: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) array or (3, H, W) tensor → normalised float32 (3, H, W).
+
+    The service and the evaluator both call this; it is `eval_transforms` on the image alone.
+    """
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    out = eval_transforms(mean, std)(tv_tensors.Image(image))
+    return out.as_subclass(torch.Tensor)
+
+
+# --- CutMix / MixUp for segmentation ----------------------------------------------------------
+
+
+def one_hot_targets(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, H, W) class indices → (B, C, H, W) float one-hot; ignored pixels become all zeros."""
+    valid = masks != IGNORE_INDEX
+    hot = F.one_hot(torch.where(valid, masks, 0), num_classes).permute(0, 3, 1, 2).float()
+    return hot * valid.unsqueeze(1)
+
+
+class _BatchMix:
+    """Shared parameterisation with torchvision's v2.CutMix/v2.MixUp: λ ~ Beta(α, α), the batch
+    mixed with itself rolled by one."""
+
+    def __init__(self, num_classes: int, alpha: float = 1.0, p: float = 1.0) -> None:
+        if alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.num_classes = num_classes
+        self.alpha = alpha
+        self.p = p
+        self._beta = torch.distributions.Beta(torch.tensor([alpha]), torch.tensor([alpha]))
+
+    def _check(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        if images.dim() != 4 or masks.dim() != 3 or images.shape[0] != masks.shape[0]:
+            raise ValueError(
+                f"expected images (B, C, H, W) and masks (B, H, W), got {tuple(images.shape)} "
+                f"and {tuple(masks.shape)}"
+            )
+        if images.shape[-2:] != masks.shape[-2:]:
+            raise ValueError("images and masks must have the same H, W")
+
+    def _sample_lambda(self) -> float:
+        return float(self._beta.sample())
+
+
+class SegCutMix(_BatchMix):
+    """Paste one random box from the rolled batch into every image and the same box into its mask.
+
+    Targets stay hard class indices: inside the box the pasted pixels' labels are exact.
+    Returns (images, masks, lam) with lam the unpasted area fraction.
+    """
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        self._check(images, masks)
+        if torch.rand(1).item() >= self.p:
+            return images, masks, 1.0
+        lam = self._sample_lambda()
+        h, w = images.shape[-2:]
+        r_x, r_y = torch.randint(w, (1,)).item(), torch.randint(h, (1,)).item()
+        r = 0.5 * (1.0 - lam) ** 0.5
+        r_w_half, r_h_half = int(r * w), int(r * h)
+        x1, y1 = max(r_x - r_w_half, 0), max(r_y - r_h_half, 0)
+        x2, y2 = min(r_x + r_w_half, w), min(r_y + r_h_half, h)
+        images, masks = images.clone(), masks.clone()
+        images[..., y1:y2, x1:x2] = images.roll(1, 0)[..., y1:y2, x1:x2]
+        masks[..., y1:y2, x1:x2] = masks.roll(1, 0)[..., y1:y2, x1:x2]
+        lam = 1.0 - (x2 - x1) * (y2 - y1) / (w * h)
+        return images, masks, lam
+
+
+class SegMixUp(_BatchMix):
+    """Blend each image with the rolled batch and the one-hot masks with the same λ.
+
+    Returns (images, soft_targets (B, C, H, W), lam). A pixel ignored in either source is ignored
+    (all-zero target), which `segmentation_loss` skips.
+    """
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        self._check(images, masks)
+        targets = one_hot_targets(masks, self.num_classes)
+        if torch.rand(1).item() >= self.p:
+            return images, targets, 1.0
+        lam = self._sample_lambda()
+        rolled = targets.roll(1, 0)
+        valid = (targets.sum(1, keepdim=True) > 0) & (rolled.sum(1, keepdim=True) > 0)
+        mixed_images = images * lam + images.roll(1, 0) * (1.0 - lam)
+        mixed_targets = (targets * lam + rolled * (1.0 - lam)) * valid
+        return mixed_images, mixed_targets, lam
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for hard (B, H, W) targets with ignore index, or soft (B, C, H, W) targets.
+
+    Soft targets: per-pixel −Σ t·log p, averaged over pixels whose target sums to > 0.
+    """
+    if target.dtype == torch.long:
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"soft targets {tuple(target.shape)} must match logits {tuple(logits.shape)}"
+        )
+    per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(1)  # (B, H, W)
+    valid = target.sum(1) > 0
+    return per_pixel[valid].sum() / valid.sum().clamp(min=1)

@@ -1,0 +1,115 @@
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision import tv_tensors
+
+from model.classes import IGNORE_INDEX
+from model.transforms import (
+    SegCutMix,
+    SegMixUp,
+    eval_transforms,
+    one_hot_targets,
+    preprocess,
+    segmentation_loss,
+    train_transforms,
+)
+
+
+def encoded_batch(batch=4, size=16, classes=5):
+    """Images whose first channel equals the mask value, so alignment is checkable."""
+    masks = torch.randint(0, classes, (batch, size, size))
+    images = torch.stack([masks.float(), torch.zeros_like(masks.float()),
+                          torch.zeros_like(masks.float())], 1)
+    return images, masks
+
+
+def test_cutmix_pastes_same_box_into_images_and_masks():
+    torch.manual_seed(0)
+    images, masks = encoded_batch()
+    mixed_images, mixed_masks, lam = SegCutMix(num_classes=5, alpha=1.0)(images, masks)
+    assert torch.equal(mixed_images[:, 0].long(), mixed_masks)
+    changed = (mixed_masks != masks).float().mean().item()
+    assert 0.0 <= lam <= 1.0 and changed <= 1 - lam + 1e-6
+
+
+def test_mixup_mixes_images_and_soft_targets_with_one_lambda():
+    torch.manual_seed(0)
+    images, masks = encoded_batch()
+    mixed_images, targets, lam = SegMixUp(num_classes=5, alpha=0.4)(images, masks)
+    rolled = masks.roll(1, 0)
+    expected = lam * masks.float() + (1 - lam) * rolled.float()
+    torch.testing.assert_close(mixed_images[:, 0], expected)
+    torch.testing.assert_close(targets.sum(1), torch.ones_like(expected))
+    # Expected class value under the soft target equals the mixed image's encoded value.
+    class_values = torch.arange(5.0).view(1, 5, 1, 1)
+    torch.testing.assert_close((targets * class_values).sum(1), expected)
+
+
+def test_mixup_ignores_pixels_ignored_in_either_source():
+    images, masks = encoded_batch(batch=2)
+    masks[0, 0, 0] = IGNORE_INDEX
+    _, targets, _ = SegMixUp(num_classes=5)(images, masks)
+    assert targets[0, :, 0, 0].sum() == 0 and targets[1, :, 0, 0].sum() == 0
+
+
+def test_soft_loss_equals_hard_loss_for_one_hot_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 5)
+    masks = torch.randint(0, 4, (2, 5, 5))
+    masks[0, 0] = IGNORE_INDEX
+    hard = segmentation_loss(logits, masks)
+    soft = segmentation_loss(logits, one_hot_targets(masks, 4))
+    torch.testing.assert_close(soft, hard)
+    torch.testing.assert_close(hard, F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX))
+
+
+def test_train_transforms_keep_mask_aligned_and_pad_with_ignore():
+    torch.manual_seed(0)
+    mask = torch.randint(0, 6, (40, 40))
+    image = torch.stack([mask * 40, mask * 0, mask * 0]).to(torch.uint8)
+    tf = train_transforms(48, mean=(0, 0, 0), std=(1, 1, 1), scale_range=(1.0, 1.0),
+                          color_jitter=0.0)
+    out_image, out_mask = tf(tv_tensors.Image(image), tv_tensors.Mask(mask))
+    assert out_image.shape == (3, 48, 48) and out_mask.shape == (48, 48)
+    padded = out_mask == IGNORE_INDEX
+    assert padded.any()  # 40 → 48 needs padding
+    valid = ~padded
+    torch.testing.assert_close(out_image[0][valid], out_mask[valid].float() * 40 / 255)
+
+
+def test_scale_jitter_resamples_masks_with_nearest():
+    torch.manual_seed(1)
+    mask = torch.randint(0, 6, (64, 64))
+    image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    tf = train_transforms(64, scale_range=(0.7, 1.4))
+    _, out_mask = tf(tv_tensors.Image(image), tv_tensors.Mask(mask))
+    values = set(out_mask.unique().tolist())
+    assert values <= set(range(6)) | {IGNORE_INDEX}
+
+
+def test_preprocess_is_the_eval_pipeline():
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    x = preprocess(array, mean, std)
+    expected = (torch.from_numpy(array).permute(2, 0, 1).float() / 255
+                - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    torch.testing.assert_close(x, expected)
+    joint_image, _ = eval_transforms(mean, std)(
+        tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1)),
+        tv_tensors.Mask(torch.zeros(5, 7, dtype=torch.long)))
+    torch.testing.assert_close(x, joint_image.as_subclass(torch.Tensor))
+
+
+def test_color_jitter_changes_the_image_only():
+    torch.manual_seed(2)
+    mask = torch.randint(0, 6, (32, 32))
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    tf = train_transforms(32, mean=(0, 0, 0), std=(1, 1, 1), scale_range=(1.0, 1.0),
+                          color_jitter=0.5)
+    out_image, out_mask = tf(tv_tensors.Image(image), tv_tensors.Mask(mask))
+    flips = [mask, mask.flip(-1), mask.flip(-2), mask.flip(-1).flip(-2)]
+    assert any(torch.equal(out_mask, f) for f in flips)  # only geometry touched the mask
+    plain = [image.float() / 255, image.flip(-1).float() / 255, image.flip(-2).float() / 255,
+             image.flip(-1).flip(-2).float() / 255]
+    assert not any(torch.allclose(out_image, p) for p in plain)
