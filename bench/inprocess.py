@@ -1,0 +1,54 @@
+"""In-process model throughput: `python -m bench.inprocess [CHECKPOINT] --size 256 --batch 1 8`.
+
+Times the network alone (eager fp32, inference_mode, channels_last) on random normalised input,
+after warm-up; prints one line per batch size and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from model.checkpoint import load_checkpoint
+
+
+def time_batches(model: torch.nn.Module, size: int, batch: int, seconds: float) -> dict:
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        latencies = []
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or len(latencies) < 5:
+            t0 = time.perf_counter()
+            model(x)
+            latencies.append(time.perf_counter() - t0)
+    median = statistics.median(latencies)
+    return {"size": size, "batch": batch, "images_per_s": round(batch / median, 2),
+            "latency_ms": round(median * 1000, 2), "runs": len(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", nargs="?", default="weights/model.pt")
+    parser.add_argument("--size", type=int, nargs="+", default=[256])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing budget per point")
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.checkpoint).model.to(memory_format=torch.channels_last)
+    rows = [time_batches(model, s, b, args.seconds) for s in args.size for b in args.batch]
+    for r in rows:
+        print(f"{r['size']}² batch {r['batch']:>2}: {r['images_per_s']:8.2f} img/s, "
+              f"{r['latency_ms']:8.2f} ms/batch ({r['runs']} runs)")
+    print(json.dumps({"threads": torch.get_num_threads(), "results": rows}))
+
+
+if __name__ == "__main__":
+    main()
