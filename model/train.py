@@ -61,6 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(α, α) for CutMix/MixUp")
     p.add_argument("--scale-jitter", type=float, nargs=2, default=(0.8, 1.25))
     p.add_argument("--color-jitter", type=float, default=0.0)
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast for forward/backward (weights and optimizer stay fp32)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
     p.add_argument("--device", default="cpu")
@@ -149,6 +151,7 @@ def train_one_epoch(
     device: str,
     progress: bool,
     epoch: int,
+    bf16: bool = False,
 ) -> float:
     model.train()
     total, count = 0.0, 0
@@ -160,8 +163,9 @@ def train_one_epoch(
             if prob > 0 and torch.rand(1).item() < prob:
                 images, target, _ = mixer(images, masks)
                 break
-        logits = model(images.contiguous(memory_format=torch.channels_last))
-        loss = segmentation_loss(logits, target)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images.contiguous(memory_format=torch.channels_last))
+        loss = segmentation_loss(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -248,7 +252,8 @@ def main(args: argparse.Namespace) -> int:
             sampler.set_epoch(epoch)
         loader = make_loader(subset, args.batch_size, shuffle=True, seed=args.seed * 1000 + epoch,
                              num_workers=args.workers, sampler=sampler)
-        loss = train_one_epoch(net, loader, optimizer, scheduler, mixers, device, progress, epoch)
+        loss = train_one_epoch(net, loader, optimizer, scheduler, mixers, device, progress, epoch,
+                               args.bf16)
         elapsed += time.perf_counter() - t0
         if world > 1:
             loss_t = torch.tensor([loss], device=device)

@@ -73,7 +73,9 @@ def preprocess(
     The service and the evaluator both call this; it is `eval_transforms` on the image alone.
     """
     if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        if not (image.flags.writeable and image.flags.c_contiguous):
+            image = np.array(image)  # torch tensors must not alias read-only memory
+        image = torch.from_numpy(image).permute(2, 0, 1)
     out = eval_transforms(mean, std)(tv_tensors.Image(image))
     return out.as_subclass(torch.Tensor)
 
