@@ -53,27 +53,34 @@ class BodyLimitMiddleware:
             if length > self.max_bytes:
                 return await send_json(send, 413, self._too_large(f"{length:,} bytes"))
         received = 0
-        started = False
+        exceeded = replaced = started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message: Message) -> None:
+            # Whatever the app made of the cut-off body (FastAPI turns it into a 400), the client
+            # gets the 413 that explains it.
+            nonlocal replaced, started
+            if exceeded and not started:
+                if not replaced:
+                    replaced = True
+                    await send_json(send, 413, self._too_large(f"over {self.max_bytes:,} bytes"))
+                return
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
+            if not started and not replaced:
                 await send_json(send, 413, self._too_large(f"over {self.max_bytes:,} bytes"))
 
 

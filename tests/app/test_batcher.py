@@ -1,0 +1,170 @@
+import asyncio
+import threading
+
+import pytest
+
+from app.batcher import Batcher, DeadlineExceeded, QueueFull
+
+
+class Gate:
+    """A predict function that records calls and blocks until the test opens the gate."""
+
+    def __init__(self, fail_on=None):
+        self.open = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[list] = []
+        self.fail_on = fail_on
+
+    def __call__(self, items):
+        self.calls.append(list(items))
+        self.entered.set()
+        self.open.wait(10)
+        if self.fail_on in items:
+            raise ValueError(f"poisoned item {self.fail_on}")
+        return [x * 10 for x in items]
+
+
+async def wait_for_thread(event: threading.Event):
+    assert await asyncio.to_thread(event.wait, 10)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"max_batch_delay_s": -1},
+                                    {"max_queue": 0}])
+def test_bad_knobs_are_rejected_at_construction(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        Batcher(lambda xs: xs, **kwargs)
+
+
+async def test_lone_request_runs_without_waiting_for_the_batch_delay():
+    batcher = Batcher(lambda xs: [x + 1 for x in xs], max_batch_delay_s=3600)
+    batcher.start()
+    try:
+        result, queued, _ = await asyncio.wait_for(batcher.submit(1, timeout_s=60), 30)
+    finally:
+        batcher.stop()
+    assert result == 2 and queued < 60
+
+
+async def test_queued_requests_form_one_batch_of_the_same_key():
+    gate = Gate()
+    batcher = Batcher(gate, max_batch_size=4, max_batch_delay_s=0.05, max_queue=16)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)  # worker busy with item 0
+        rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2, 3)]
+        while batcher.depth < 3:
+            await asyncio.sleep(0)
+        gate.open.set()
+        results = [r[0] for r in await asyncio.gather(first, *rest)]
+    finally:
+        batcher.stop()
+    assert results == [0, 10, 20, 30]
+    assert gate.calls == [[0], [1, 2, 3]]
+
+
+async def test_items_with_different_keys_are_not_batched_together():
+    gate = Gate()
+    gate.open.set()
+    batcher = Batcher(gate, max_batch_size=8, max_batch_delay_s=0.01, key=lambda x: x % 2)
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(i, 30) for i in range(6)))
+    finally:
+        batcher.stop()
+    for call in gate.calls:
+        assert len({x % 2 for x in call}) == 1
+
+
+async def test_full_queue_refuses_at_once():
+    gate = Gate()
+    drops = []
+    batcher = Batcher(gate, max_batch_size=1, max_queue=2, on_drop=drops.append)
+    batcher.start()
+    try:
+        busy = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)
+        queued = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2)]
+        while batcher.depth < 2:
+            await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await batcher.submit(3, 30)
+        gate.open.set()
+        await asyncio.gather(busy, *queued)
+    finally:
+        batcher.stop()
+    assert drops == ["queue_full"]
+
+
+async def test_request_past_its_deadline_is_not_computed():
+    gate = Gate()
+    drops = []
+    batcher = Batcher(gate, max_batch_size=1, on_drop=drops.append)
+    batcher.start()
+    try:
+        busy = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(7, timeout_s=0.05)
+        gate.open.set()
+        await busy
+        assert (await batcher.submit(8, 30))[0] == 80  # the worker moved on past item 7
+    finally:
+        batcher.stop()
+    assert [7] not in gate.calls
+    assert drops == ["deadline"]
+
+
+async def test_cancelled_caller_is_dropped_before_compute():
+    gate = Gate()
+    drops = []
+    batcher = Batcher(gate, max_batch_size=1, on_drop=drops.append)
+    batcher.start()
+    try:
+        busy = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)
+        gone = asyncio.create_task(batcher.submit(5, 30))
+        while batcher.depth < 1:
+            await asyncio.sleep(0)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        gate.open.set()
+        await busy
+        await batcher.submit(6, 30)
+    finally:
+        batcher.stop()
+    assert [5] not in gate.calls and drops == ["disconnect"]
+
+
+async def test_one_poisoned_item_fails_only_its_own_request():
+    gate = Gate(fail_on=2)
+    batcher = Batcher(gate, max_batch_size=4, max_batch_delay_s=0.05)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)
+        rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2, 3)]
+        while batcher.depth < 3:
+            await asyncio.sleep(0)
+        gate.open.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+    finally:
+        batcher.stop()
+    assert results[0][0] == 0 and results[1][0] == 10 and results[3][0] == 30
+    assert isinstance(results[2], ValueError)
+
+
+async def test_stop_finishes_queued_work():
+    gate = Gate()
+    batcher = Batcher(gate, max_batch_size=1)
+    batcher.start()
+    busy = asyncio.create_task(batcher.submit(0, 30))
+    await wait_for_thread(gate.entered)
+    queued = asyncio.create_task(batcher.submit(1, 30))
+    while batcher.depth < 1:
+        await asyncio.sleep(0)
+    stopper = asyncio.create_task(asyncio.to_thread(batcher.stop, 30))
+    gate.open.set()
+    await stopper
+    assert (await busy)[0] == 0 and (await queued)[0] == 10
