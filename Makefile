@@ -1,33 +1,41 @@
 # deconvseg — `make run` serves the shipped weights, `make test` runs the tests.
-# Both create .venv on first use. torch/torchvision ranges in pyproject.toml resolve to
-# the wheels already on these machines.
+# Both create .venv on first use. The torch/torchvision ranges in pyproject.toml resolve to the
+# wheels already on these machines; the Dockerfile runs the same `make install`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint train evaluate clean
+.PHONY: install run test lint train evaluate bench clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
 
-run: $(STAMP)
+$(DEV): $(RUNTIME)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(RUNTIME)
+
+run: install
 	$(PY) -m app
 
-test: $(STAMP)
+test: $(DEV)
 	$(PY) -m ruff check app model tests bench
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(PY) -m ruff check app model tests bench
 
-train: $(STAMP)
-	$(PY) -m model.train --epochs 16 --epoch-size 3072 --val-images 64 --out weights/model.pt
+# The command that trained weights/model.pt (see README, "Model card").
+train: install
+	$(PY) -m model.train --bf16 --epochs 24 --epoch-size 3072 --val-images 64 --out weights/model.pt
 
-evaluate: $(STAMP)
+evaluate: install
 	$(PY) -m model.evaluate weights/model.pt --images 200
 
 clean:

@@ -1,38 +1,72 @@
-"""`python -m app`: check settings and checkpoint, then serve with uvicorn."""
+"""`python -m app`: check the settings and the checkpoint, then serve with uvicorn.
+
+A bad setting or checkpoint exits at once (status 2 or 1) with one line on stderr. SIGTERM or
+Ctrl-C drains: /readyz turns 503, requests in flight finish, queued images are computed, and the
+process exits 0.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
+from app.inference import DeviceUnavailable, resolve_device
 from app.main import create_app
-from app.settings import Settings, describe_validation_error
+from app.settings import describe_validation_error, get_settings
 from model.checkpoint import CheckpointError, load_checkpoint
+
+log = logging.getLogger("deconvseg")
+
+
+class DrainingServer(uvicorn.Server):
+    """Marks the service as draining the moment a stop signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        service = getattr(self.app.state, "service", None)
+        if service is not None:
+            service.draining = True
+        super().handle_exit(sig, frame)
+
+
+def _stopped_by_signal(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal after its graceful shutdown; that stop is a success."""
+    log.info("stopped by %s", signal.Signals(signum).name)
 
 
 def main() -> int:
     try:
-        settings = Settings()
+        settings = get_settings()
     except ValidationError as exc:
         print(f"deconvseg: {describe_validation_error(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        from app.inference import resolve_device
-
         checkpoint = load_checkpoint(settings.checkpoint, device=resolve_device(settings.device),
-                                     expected_sha256=settings.checkpoint_sha256)
-    except (CheckpointError, RuntimeError) as exc:
-        print(f"deconvseg: cannot serve: {exc}", file=sys.stderr)
+                                     expected_sha256=settings.pinned_sha256)
+    except (CheckpointError, DeviceUnavailable) as exc:
+        print(f"deconvseg: cannot start: {exc}", file=sys.stderr)
         return 1
     app = create_app(settings, checkpoint)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=settings.shutdown_timeout_s, access_log=False)
-    return 0
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            log_level=settings.log_level, lifespan="on",
+                            access_log=settings.log_level == "debug",
+                            timeout_graceful_shutdown=int(settings.request_timeout_s) + 1)
+    server = DrainingServer(config, app)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped_by_signal)
+    server.run()
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 log = logging.getLogger("deconvseg.batcher")
 
@@ -34,6 +34,12 @@ class DeadlineExceeded(Exception):
 
 class BatcherStopped(Exception):
     """The batcher is not accepting work (draining, stopped, or its worker died)."""
+
+
+class Result(NamedTuple, Generic[Out]):
+    value: Out
+    queue_seconds: float  # enqueue → its batch started
+    compute_seconds: float  # the whole batch's predict call
 
 
 @dataclass
@@ -55,6 +61,8 @@ class _Item(Generic[In]):
 
 
 class Batcher(Generic[In, Out]):
+    """`await submit(x, timeout)` → `Result`; `predict` sees lists of same-key items."""
+
     def __init__(
         self,
         predict: Callable[[Sequence[In]], Sequence[Out]],
@@ -109,10 +117,15 @@ class Batcher(Generic[In, Out]):
     def depth(self) -> int:
         return len(self._pending)
 
+    def wait_until_queued(self, count: int, timeout: float | None = None) -> bool:
+        """Block until at least `count` items wait in the queue (False on timeout)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._pending) >= count, timeout)
+
     # --- front end ----------------------------------------------------------------------------
 
-    async def submit(self, value: In, timeout_s: float) -> tuple[Out, float, float]:
-        """Queue one item; return (result, seconds queued, seconds of its batch's compute)."""
+    async def submit(self, value: In, timeout_s: float) -> Result[Out]:
+        """Queue one item and wait for its result, at most `timeout_s` seconds."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()  # exists before the item is visible
         item = _Item(value, self.key(value), future, loop, time.monotonic() + timeout_s)
@@ -123,17 +136,20 @@ class Batcher(Generic[In, Out]):
                 self.on_drop("queue_full")
                 raise QueueFull(f"{self.max_queue} images are already queued")
             self._pending.append(item)
-            self._cond.notify()
+            self._cond.notify_all()
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
-            if future.cancel():
-                self.on_drop("deadline")
+            self._abandon(item, "deadline")
             raise DeadlineExceeded(f"not computed within {timeout_s:g} s") from None
         except asyncio.CancelledError:  # the caller went away (client disconnect)
-            if future.cancel():
-                self.on_drop("disconnect")
+            self._abandon(item, "disconnect")
             raise
+
+    def _abandon(self, item: _Item, reason: str) -> None:
+        """Cancel the item's future; the worker skips it. A drop only if it never started."""
+        if item.future.cancel() and not item.started:
+            self.on_drop(reason)
 
     # --- worker -------------------------------------------------------------------------------
 
@@ -213,7 +229,7 @@ class Batcher(Generic[In, Out]):
         compute = time.monotonic() - t0
         self.on_batch(BatchStats(len(batch), [it.started - it.enqueued for it in batch], compute))
         for item, out, err in zip(batch, outputs, errors, strict=True):
-            result = None if err else (out, item.started - item.enqueued, compute)
+            result = None if err else Result(out, item.started - item.enqueued, compute)
             item.loop.call_soon_threadsafe(_settle, item.future, result, err)
 
 

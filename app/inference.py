@@ -1,25 +1,56 @@
-"""The model behind the service: preprocessing, batched prediction and tiling for one checkpoint.
+"""The model behind the service: preprocessing policy, batched prediction and tiling.
 
-Stages: `prepare` (decode thread: uint8 RGB → normalised tensor, resized under the `resize`
-policy) → `predict` (inference thread: a same-shape batch → class-index masks at the upload's
-size) → the route encodes.
+Stages: `prepare` (I/O thread: uint8 RGB → normalised tensor, resized under the `resize` policy)
+→ `predict` (inference thread: a same-shape batch → class-index masks at the upload's size).
+
+Batch independence. Batches hold only images of one exact shape: padding to a common size would
+change conv outputs near the border. Even then, CPU kernels (oneDNN) pick their blocking by batch
+size, so one image's logits can differ in the last bits between a batch of 1 and a batch of 4
+(measured: ≤ 3e-7). `per_item` runs one forward per image, so a result is bit-identical whatever
+shares its batch; `stacked` runs one forward per batch, which pays off on a GPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import Checkpoint
+from model.checkpoint import Checkpoint, CheckpointError
 from model.tiling import Axis, sliding_window_logits, sliding_window_mask
 from model.transforms import preprocess
 
+log = logging.getLogger("deconvseg.inference")
 
-@dataclass
+
+class DeviceUnavailable(RuntimeError):
+    """The configured device does not exist on this machine."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → cuda when torch sees one, else cpu; `cuda` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable("DECONVSEG_DEVICE=cuda, but torch sees no CUDA device; "
+                                "use auto or cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    resolution: str = "native"  # native | resize (long side → the checkpoint's train_size)
+    tile_size: int = 512
+    tile_overlap: int = 64
+    tile_batch_size: int = 4
+    stacked: bool = False  # one forward per batch (True) or per image (False)
+
+
+@dataclass(eq=False)
 class Prepared:
     tensor: torch.Tensor  # (3, h, w) normalised, at inference resolution
     height: int  # the upload's (EXIF-oriented) size: the mask comes back at this size
@@ -27,42 +58,26 @@ class Prepared:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.tensor.shape[-2:])
-
-
-@dataclass
-class InferenceOptions:
-    resolution: str = "native"
-    resize_to: int = 512
-    tile_size: int = 512
-    tile_overlap: int = 64
-    tile_batch_size: int = 4
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("DECONVSEG_DEVICE=cuda but no CUDA device is available")
-    return torch.device(name)
+        return (self.tensor.shape[-2], self.tensor.shape[-1])
 
 
 class Segmenter:
-    def __init__(self, ckpt: Checkpoint, options: InferenceOptions, device: torch.device,
-                 observe_padding: Callable[[float], None] | None = None) -> None:
+    def __init__(self, ckpt: Checkpoint, options: InferenceOptions, device: torch.device) -> None:
+        if len(ckpt.classes) > 256:
+            raise CheckpointError(f"{ckpt.path}: {len(ckpt.classes)} classes do not fit the "
+                                  "8-bit masks this service returns (at most 256)")
         self.ckpt = ckpt
         self.options = options
         self.device = device
         self.model = ckpt.model.to(device).eval().to(memory_format=torch.channels_last)
         self.num_classes = len(ckpt.classes)
-        self.observe_padding = observe_padding or (lambda _: None)
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        """uint8 (H, W, 3) → Prepared, using the checkpoint's normalisation."""
+        """uint8 (H, W, 3) → Prepared, with the checkpoint's normalisation."""
         height, width = image.shape[:2]
         tensor = preprocess(image, self.ckpt.mean, self.ckpt.std)
         if self.options.resolution == "resize":
-            scale = self.options.resize_to / max(height, width)
+            scale = self.ckpt.train_size / max(height, width)
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
             if size != (height, width):
                 tensor = F.interpolate(tensor[None], size=size, mode="bilinear",
@@ -72,45 +87,55 @@ class Segmenter:
     def needs_tiling(self, item: Prepared) -> bool:
         return max(item.shape) > self.options.tile_size
 
+    def bucket(self, item: Prepared) -> tuple:
+        """Batch key: the exact input shape; a tiled image is always a batch of its own."""
+        return ("tiled", id(item)) if self.needs_tiling(item) else item.shape
+
+    def padding_ratio(self, items: Sequence[Prepared]) -> float:
+        """Fraction of the pixels the model computes that are padding (tiling only)."""
+        if not self.needs_tiling(items[0]):
+            return 0.0
+        h, w = items[0].shape
+        o = self.options
+        padded = (Axis.plan(h, o.tile_size, o.tile_overlap).padded
+                  * Axis.plan(w, o.tile_size, o.tile_overlap).padded)
+        return 1.0 - h * w / padded
+
     @torch.inference_mode()
     def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
-        """Same-shape items → uint8 masks (height, width), one per item, each at upload size."""
+        """Same-shape items → uint8 masks (height, width), each at its upload's size."""
         if len(items) == 1 and self.needs_tiling(items[0]):
             return [self._predict_tiled(items[0])]
-        self.observe_padding(0.0)  # same-shape batches are never padded
-        batch = torch.stack([it.tensor for it in items]).to(self.device)
-        logits = self.model(batch.contiguous(memory_format=torch.channels_last))  # (B, K, h, w)
-        masks = []
-        for it, lg in zip(items, logits, strict=True):
-            if lg.shape[-2:] != (it.height, it.width):
-                lg = F.interpolate(lg[None].float(), size=(it.height, it.width),
-                                   mode="bilinear", align_corners=False)[0]
-            masks.append(lg.argmax(0).to(torch.uint8).cpu().numpy())
-        return masks
+        if self.options.stacked:
+            logits = list(self._forward(torch.stack([it.tensor for it in items])))
+        else:
+            logits = [self._forward(it.tensor[None])[0] for it in items]
+        return [self._mask(lg[None], it) for lg, it in zip(logits, items, strict=True)]
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.model(batch)  # (B, K, h, w)
+
+    def _mask(self, logits: torch.Tensor, item: Prepared) -> np.ndarray:
+        """(1, K, h, w) logits → (height, width) uint8, resized to the upload before argmax."""
+        if logits.shape[-2:] != (item.height, item.width):
+            logits = F.interpolate(logits.float(), size=(item.height, item.width),
+                                   mode="bilinear", align_corners=False)
+        return logits[0].argmax(0).to(torch.uint8).cpu().numpy()
 
     def _predict_tiled(self, item: Prepared) -> np.ndarray:
         o = self.options
         image = item.tensor[None].to(self.device)
-        h, w = item.shape
         tiles = dict(tile=o.tile_size, overlap=o.tile_overlap, batch_size=o.tile_batch_size)
-        padded = Axis.plan(h, o.tile_size, o.tile_overlap).padded * \
-            Axis.plan(w, o.tile_size, o.tile_overlap).padded
-        self.observe_padding(1.0 - h * w / padded)
-        if (h, w) == (item.height, item.width):  # memory-bounded: never holds full logits
+        if item.shape == (item.height, item.width):  # memory bounded: never holds full logits
             return sliding_window_mask(self.model, image, self.num_classes, **tiles).numpy()
-        logits = sliding_window_logits(self.model, image, self.num_classes, **tiles)
-        logits = F.interpolate(logits, size=(item.height, item.width), mode="bilinear",
-                               align_corners=False)
-        return logits[0].argmax(0).to(torch.uint8).cpu().numpy()
-
-    def bucket(self, item: Prepared) -> tuple:
-        """Batch only exact-shape items: padding would change conv outputs near the border."""
-        return ("tile", id(item)) if self.needs_tiling(item) else item.shape
+        return self._mask(sliding_window_logits(self.model, image, self.num_classes, **tiles),
+                          item)
 
     def warm_up(self, max_batch_size: int) -> None:
-        """Run the shapes the service will see so the first request is not the slow one."""
-        side = min(256, self.options.tile_size)
+        """Run the shapes the service will see, so the first request is not the slow one."""
+        side = min(self.ckpt.train_size, self.options.tile_size)
         probe = Prepared(torch.zeros(3, side, side), side, side)
         self.predict([probe])
-        if max_batch_size > 1:
-            self.predict([probe] * min(max_batch_size, 4))
+        if self.options.stacked and max_batch_size > 1:
+            self.predict([probe] * max_batch_size)

@@ -1,4 +1,4 @@
-"""The FastAPI application: `create_app()` with the model loaded in the lifespan."""
+"""The FastAPI application: `create_app()`; the model loads in the lifespan, then warms up."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.decode import configure_pillow
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from app.routes import info, segment
+from app.routes import health, metrics, model_card, segment
 from app.service import Service
 from app.settings import Settings, get_settings
 from model.checkpoint import Checkpoint
@@ -22,31 +23,33 @@ log = logging.getLogger("deconvseg")
 
 DESCRIPTION = """Upload an image, get a per-pixel class mask.
 
-`POST /segment` takes a multipart field `file` (JPEG, PNG, WebP, BMP or GIF) and returns the mask
-as JSON (default), a palette PNG, COCO RLE, or an overlay for people (`?format=`). Errors are
-always `{"error": {"code", "message"}}`.
+`POST /segment` takes the multipart field `file` (JPEG, PNG, WebP, BMP or GIF) and returns the
+mask as JSON (default), a palette PNG, COCO RLE, or an overlay for people (`?format=`).
+`POST /segment/batch` takes several `file` parts. Every error is
+`{"error": {"code": "...", "message": "..."}}`.
 """
 
 
 def create_app(settings: Settings | None = None, checkpoint: Checkpoint | None = None,
-               service_factory=Service) -> FastAPI:
-    """Build the app; the model loads in the lifespan and warms up, then /readyz turns 200."""
+               service_factory: type[Service] = Service) -> FastAPI:
+    """Build the app. `checkpoint` skips loading (`python -m app` loads it before binding)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # A bad checkpoint fails start-up here; warm-up runs after, with /readyz at 503 until then.
+        configure_pillow(settings.max_pixels)
+        # A bad checkpoint fails start-up here; warm-up runs after, /readyz is 503 until it ends.
         service = await asyncio.to_thread(service_factory, settings, checkpoint,
                                           app.state.metrics)
         app.state.service = service
-        warm_up = asyncio.create_task(asyncio.to_thread(service.start))
+        app.state.warm_up = asyncio.create_task(asyncio.to_thread(service.start))
         try:
             yield
         finally:
             service.draining = True
-            await asyncio.gather(warm_up, return_exceptions=True)
+            await asyncio.gather(app.state.warm_up, return_exceptions=True)
             log.info("draining: finishing queued images")
-            await asyncio.to_thread(service.stop)
+            await service.stop()
             log.info("stopped")
 
     app = FastAPI(title="deconvseg", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -54,11 +57,13 @@ def create_app(settings: Settings | None = None, checkpoint: Checkpoint | None =
     app.state.metrics = Metrics()
     app.state.service = None
     install_error_handlers(app)
-    app.include_router(segment.router)
-    app.include_router(info.router)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    for router in (segment.router, model_card.router, health.router, metrics.router):
+        app.include_router(router)
+    # Last added is outermost: CORS headers on every response, metrics see the limit's 413s.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
     return app

@@ -10,15 +10,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import error_body
 from app.metrics import Metrics
 
-KNOWN_ROUTES = {"/segment", "/segment/batch", "/model", "/healthz", "/readyz", "/metrics", "/",
-                "/docs", "/openapi.json"}
-
 
 class BodyTooLarge(Exception):
-    pass
+    """Raised from `receive` once a streamed body passes the limit."""
 
 
-async def send_json(send: Send, status: int, body: dict, headers: dict[str, str] | None = None):
+async def send_json(send: Send, status: int, body: dict,
+                    headers: dict[str, str] | None = None) -> None:
     payload = json.dumps(body).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
            (b"connection", b"close")]
@@ -85,6 +83,8 @@ class BodyLimitMiddleware:
 
 
 class RequestMetricsMiddleware:
+    """Counts requests by route template and status, and times them."""
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
@@ -92,7 +92,6 @@ class RequestMetricsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = scope["path"] if scope["path"] in KNOWN_ROUTES else "other"
         status = 500
         t0 = time.perf_counter()
 
@@ -105,5 +104,7 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
+            # The router records the matched route in the scope; unmatched paths share a label.
+            route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)

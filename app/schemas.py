@@ -1,4 +1,4 @@
-"""Response models for the OpenAPI docs (with examples)."""
+"""Response models and documented errors for the OpenAPI schema (with examples)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,38 @@ from pydantic import BaseModel, ConfigDict, Field
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["too_many_pixels"])
     message: str = Field(examples=["the image is 20000×20000 = 400,000,000 pixels; the limit is "
-                                   "40,000,000"])
+                                   "40,000,000 pixels (40 MP); send a smaller image"])
 
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# status → (code, when): the error table, shown per route in the OpenAPI document.
+ERRORS: dict[int, tuple[str, str]] = {
+    400: ("empty_file | invalid_image | bad_request",
+          "the upload is empty, not an image, truncated or corrupt, or the body is malformed"),
+    401: ("unauthorized", "DECONVSEG_API_KEY is set and the request lacks the key"),
+    413: ("payload_too_large | too_many_pixels | too_many_files",
+          "body over DECONVSEG_MAX_UPLOAD_BYTES, image over DECONVSEG_MAX_PIXELS, or more "
+          "files than DECONVSEG_MAX_BATCH_FILES"),
+    415: ("unsupported_format", "a format other than JPEG, PNG, WebP, BMP or GIF"),
+    422: ("invalid_request", "the multipart field 'file' is missing or a query value is invalid"),
+    500: ("inference_failed | internal_error", "a server fault; never caused by client input"),
+    503: ("queue_full | not_ready", "queue full, warming up or shutting down; see Retry-After"),
+    504: ("deadline_exceeded", "not segmented within DECONVSEG_REQUEST_TIMEOUT_S"),
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for these statuses, each with the error model and an example."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        code, when = ERRORS[status]
+        example = {"error": {"code": code.split(" | ")[0], "message": when}}
+        out[status] = {"model": ErrorResponse, "description": f"`{code}`: {when}",
+                       "content": {"application/json": {"example": example}}}
+    return out
 
 
 class EncodedMask(BaseModel):
@@ -25,7 +52,7 @@ class EncodedMask(BaseModel):
 
 class ModelRef(BaseModel):
     name: str = Field(examples=["model"])
-    sha256: str = Field(examples=["3f2a…"])
+    sha256: str = Field(examples=["3f2a9c…"])
 
 
 class Timings(BaseModel):
@@ -40,7 +67,7 @@ class SegmentResponse(BaseModel):
         "width": 640, "height": 480, "classes": ["background", "disc", "square"],
         "mask": {"encoding": "png", "data": "iVBORw0KGgo…"},
         "areas": {"background": 0.81, "disc": 0.12, "square": 0.07},
-        "model": {"name": "model", "sha256": "3f2a…"},
+        "model": {"name": "model", "sha256": "3f2a9c…"},
         "timings_ms": {"decode": 2.1, "queue": 0.4, "inference": 38.0, "encode": 1.2}}]})
 
     width: int
@@ -53,34 +80,65 @@ class SegmentResponse(BaseModel):
 
 
 class RLEMask(BaseModel):
-    class_: str = Field(alias="class", examples=["disc"])
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_name: str = Field(alias="class", examples=["disc"])
     index: int = Field(examples=[1])
     size: list[int] = Field(description="[height, width]", examples=[[480, 640]])
-    counts: list[int] = Field(description="COCO uncompressed RLE, column-major, zeros first",
+    counts: list[int] = Field(description="COCO uncompressed RLE: column-major runs, "
+                                          "starting with a run of zeros",
                               examples=[[1200, 35, 445, 40]])
 
 
 class RLEResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "width": 640, "height": 480, "classes": ["background", "disc"],
+        "rle": [{"class": "disc", "index": 1, "size": [480, 640], "counts": [1200, 35, 445]}],
+        "areas": {"background": 0.88, "disc": 0.12},
+        "model": {"name": "model", "sha256": "3f2a9c…"},
+        "timings_ms": {"decode": 2.1, "queue": 0.4, "inference": 38.0, "encode": 1.2}}]})
+
     width: int
     height: int
     classes: list[str]
-    rle: list[RLEMask]
+    rle: list[RLEMask] = Field(description="one entry per class present in the mask")
     areas: dict[str, float]
     model: ModelRef
     timings_ms: Timings
 
 
 class BatchItem(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"filename": "a.png", "status": 200, "result": SegmentResponse.model_config[
+            "json_schema_extra"]["examples"][0]},
+        {"filename": "notes.txt", "status": 400, "error": {
+            "code": "invalid_image", "message": "the file is not a readable image; send JPEG, "
+                                                "PNG, WebP, BMP or GIF"}}]})
+
     filename: str | None = None
-    result: SegmentResponse | None = None
+    status: int = Field(description="the status this image alone would have had")
+    result: SegmentResponse | RLEResponse | None = None
     error: ErrorDetail | None = None
 
 
 class Health(BaseModel):
-    status: str = Field(examples=["ok"])
+    status: str = Field(examples=["ready"])
 
 
 class ModelCard(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "model", "sha256": "3f2a9c…", "classes": ["background", "disc"],
+        "palette": [[0, 0, 0], [230, 25, 75]],
+        "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "input_policy": {"formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"],
+                         "resolution": "native", "tile_size": 512, "tile_overlap": 64,
+                         "max_upload_bytes": 20971520, "max_pixels": 40000000},
+        "train_size": 256, "object_scale": [0.08, 0.3], "metrics": {"val_miou": 0.81},
+        "training": {"epochs": 16}, "architecture": {"widths": [16, 32, 64, 96, 128]},
+        "batching": {"max_batch_size": 8, "max_batch_delay_ms": 5.0, "max_queue": 64,
+                     "request_timeout_s": 30.0, "forward": "per_item"},
+        "versions": {"torch": "2.14.1"}, "device": "cpu"}]})
+
     name: str
     sha256: str
     classes: list[str]

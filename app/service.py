@@ -1,18 +1,24 @@
-"""The running service: model, batcher, I/O threads, metrics and readiness, in one object."""
+"""The running service: decode → batch → predict → unbatch → encode, readiness and draining."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from app import encode
 from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
-from app.decode import DecodeLimits, decode_image
+from app.decode import decode_image
 from app.errors import APIError
 from app.inference import InferenceOptions, Prepared, Segmenter, resolve_device
 from app.metrics import Metrics
@@ -20,33 +26,49 @@ from app.settings import Settings
 from model.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger("deconvseg.service")
+T = TypeVar("T")
+
+
+class Format(StrEnum):
+    json = "json"
+    png = "png"
+    rle = "rle"
+    overlay = "overlay"
 
 
 @dataclass
 class Segmented:
-    image: np.ndarray  # (H, W, 3) uint8, EXIF-oriented upload
+    image: np.ndarray | None  # (H, W, 3) uint8, the EXIF-oriented upload (overlay only)
     mask: np.ndarray  # (H, W) uint8 class indices
     timings_ms: dict[str, float]
 
 
+@dataclass
+class Encoded:
+    body: bytes
+    media_type: str
+    timings_ms: dict[str, float]
+
+
 class Service:
+    """Owns the checkpoint, the batcher (and its inference thread) and the I/O threads."""
+
     def __init__(self, settings: Settings, ckpt: Checkpoint | None = None,
                  metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.device = resolve_device(settings.device)
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
+        torch.set_num_threads(settings.resolved_threads)
         self.ckpt = ckpt or load_checkpoint(settings.checkpoint, device=self.device,
-                                            expected_sha256=settings.checkpoint_sha256)
-        options = InferenceOptions(settings.resolution, settings.resize_to, settings.tile_size,
-                                   settings.tile_overlap, settings.tile_batch_size)
-        self.segmenter = Segmenter(self.ckpt, options, self.device,
-                                   observe_padding=self.metrics.padding_ratio.observe)
-        self.limits = DecodeLimits(settings.max_pixels, settings.max_side)
-        self.io = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
+                                            expected_sha256=settings.pinned_sha256)
+        stacked = settings.batch_forward == "stacked" or (
+            settings.batch_forward == "auto" and self.device.type == "cuda")
+        options = InferenceOptions(settings.resolution, settings.tile_size, settings.tile_overlap,
+                                   settings.max_batch_size, stacked)
+        self.segmenter = Segmenter(self.ckpt, options, self.device)
+        self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io")
         self.batcher: Batcher[Prepared, np.ndarray] = Batcher(
-            self.segmenter.predict,
+            self.predict,
             max_batch_size=settings.max_batch_size,
             max_batch_delay_s=settings.max_batch_delay_ms / 1000,
             max_queue=settings.max_queue,
@@ -55,62 +77,160 @@ class Service:
             on_drop=lambda reason: self.metrics.dropped.labels(reason).inc(),
         )
         self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        self.metrics.ready.set_function(lambda: float(self.ready))
         self.warm = False
         self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def ready(self) -> bool:
         return self.warm and not self.draining and self.batcher.alive
 
+    def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
+        """The batcher's predict stage (inference thread)."""
+        self.metrics.padding_ratio.observe(self.segmenter.padding_ratio(items))
+        return self.segmenter.predict(items)
+
     def start(self) -> None:
-        """Warm the model up on the shapes it will see, then start the worker (blocking)."""
+        """Warm the model up, then start the inference worker (blocking; run in a thread)."""
         t0 = time.perf_counter()
-        self.segmenter.warm_up(self.settings.max_batch_size)
+        try:
+            self.segmenter.warm_up(self.settings.max_batch_size)
+        except Exception:
+            log.exception("warm-up failed; the service stays not ready")
+            raise
         self.batcher.start()
         self.warm = True
-        self.metrics.ready.set_function(lambda: float(self.ready))
-        log.info("model %s (%s…) warm on %s in %.2fs; ready", self.ckpt.name,
+        log.info("model %s (sha256 %s…) warm on %s in %.2f s; ready", self.ckpt.name,
                  self.ckpt.sha256[:12], self.device, time.perf_counter() - t0)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Refuse new work, compute what is queued, let responses in flight finish encoding,
+        then release the threads."""
         self.draining = True
-        self.batcher.stop(timeout=self.settings.shutdown_timeout_s)
-        self.io.shutdown(wait=True, cancel_futures=False)
+        timeout = self.settings.request_timeout_s
+        await asyncio.to_thread(self.batcher.stop, timeout)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("%d responses still in flight after %g s; stopping anyway",
+                        self._in_flight, timeout)
+        await asyncio.to_thread(self.io.shutdown, True)
 
-    async def run_io(self, fn, *args):
+    @asynccontextmanager
+    async def _tracked(self) -> AsyncIterator[None]:
+        """Count a request's pipeline as in flight until its response body exists."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
-    def _decode_prepare(self, data: bytes) -> tuple[np.ndarray, Prepared]:
-        image = decode_image(data, self.limits)
+    # --- stages -------------------------------------------------------------------------------
+
+    def _decode(self, data: bytes) -> tuple[np.ndarray, Prepared]:
+        image = decode_image(data, self.settings.max_pixels)
         return image, self.segmenter.prepare(image)
 
-    async def segment(self, data: bytes, started: float) -> Segmented:
-        """Decode → batch → predict; raises APIError for anything the client can fix."""
+    async def segment(self, data: bytes, started: float, keep_image: bool = False) -> Segmented:
+        """decode → batch → predict; raises APIError for anything the client can act on."""
         if not self.ready:
-            raise APIError(503, "not_ready", "the model is not ready (warming up or draining); "
-                           "retry shortly", {"Retry-After": "1"})
+            state = "shutting down" if self.draining else "warming up"
+            raise APIError(503, "not_ready", f"the model is {state}; retry shortly",
+                           {"Retry-After": "1"})
         t0 = time.perf_counter()
-        image, prepared = await self.run_io(self._decode_prepare, data)
-        decode_ms = (time.perf_counter() - t0) * 1000
-        self.metrics.stage_seconds.labels("decode").observe(decode_ms / 1000)
+        image, prepared = await self.run_io(self._decode, data)
+        if not keep_image:
+            image = None  # free the pixels while the image waits for the model
+        decode_s = time.perf_counter() - t0
+        self.metrics.stage_seconds.labels("decode").observe(decode_s)
         remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
         try:
             mask, queued, compute = await self.batcher.submit(prepared, max(remaining, 0.001))
         except QueueFull:
-            raise APIError(503, "overloaded",
+            raise APIError(503, "queue_full",
                            f"the server is at capacity ({self.settings.max_queue} images "
-                           f"queued); retry after a second", {"Retry-After": "1"}) from None
+                           "queued); retry after the Retry-After delay",
+                           {"Retry-After": "1"}) from None
         except DeadlineExceeded:
-            raise APIError(504, "timeout",
-                           f"the image was not processed within the "
-                           f"{self.settings.request_timeout_s:g} s request timeout") from None
+            raise APIError(504, "deadline_exceeded",
+                           f"the image was not segmented within the "
+                           f"{self.settings.request_timeout_s:g} s request timeout; retry "
+                           "later or send a smaller image") from None
         except BatcherStopped:
-            raise APIError(503, "not_ready", "the inference worker is not running; retry on "
-                           "another replica", {"Retry-After": "5"}) from None
+            raise APIError(503, "not_ready", "the inference worker is not running; retry "
+                           "shortly", {"Retry-After": "1"}) from None
         except Exception as exc:
             log.exception("inference failed for one image")
             raise APIError(500, "inference_failed",
-                           f"the model failed on this image ({type(exc).__name__})") from None
-        return Segmented(image, mask, {"decode": round(decode_ms, 3),
-                                       "queue": round(queued * 1000, 3),
-                                       "inference": round(compute * 1000, 3), "encode": 0.0})
+                           f"the model failed on this image ({type(exc).__name__}); "
+                           "it has been logged") from None
+        timings = {"decode": decode_s, "queue": queued, "inference": compute}
+        return Segmented(image, mask, {k: round(v * 1000, 3) for k, v in timings.items()})
+
+    def document(self, seg: Segmented, fmt: Format) -> dict[str, Any]:
+        """The JSON body for `json` or `rle`, without timings."""
+        ckpt = self.ckpt
+        height, width = seg.mask.shape
+        doc: dict[str, Any] = {"width": width, "height": height, "classes": ckpt.classes}
+        if fmt is Format.rle:
+            doc["rle"] = encode.rle_by_class(seg.mask, ckpt.classes)
+        else:
+            doc["mask"] = {"encoding": "png", "data": encode.mask_png_base64(seg.mask,
+                                                                             ckpt.palette)}
+        doc["areas"] = encode.areas(seg.mask, ckpt.classes)
+        doc["model"] = {"name": ckpt.name, "sha256": ckpt.sha256}
+        return doc
+
+    def _encode(self, seg: Segmented, fmt: Format) -> tuple[bytes, str]:
+        t0 = time.perf_counter()
+        if fmt is Format.png:
+            body: bytes | dict[str, Any] = encode.mask_png(seg.mask, self.ckpt.palette)
+        elif fmt is Format.overlay:
+            body = encode.overlay_png(seg.image, seg.mask, self.ckpt.palette)
+        else:
+            body = self.document(seg, fmt)
+        seconds = time.perf_counter() - t0
+        self.metrics.stage_seconds.labels("encode").observe(seconds)
+        seg.timings_ms["encode"] = round(seconds * 1000, 3)
+        if isinstance(body, dict):
+            body["timings_ms"] = seg.timings_ms
+            return json.dumps(body).encode(), "application/json"
+        return body, "image/png"
+
+    async def segment_and_encode(self, data: bytes, fmt: Format, started: float) -> Encoded:
+        """The whole pipeline for one image."""
+        async with self._tracked():
+            seg = await self.segment(data, started, keep_image=fmt is Format.overlay)
+            body, media_type = await self.run_io(self._encode, seg, fmt)
+        return Encoded(body, media_type, seg.timings_ms)
+
+    async def _batch_item(self, filename: str | None, data: bytes, fmt: Format,
+                          started: float) -> dict[str, Any]:
+        try:
+            seg = await self.segment(data, started)
+        except APIError as exc:
+            return {"filename": filename, "status": exc.status,
+                    "error": {"code": exc.code, "message": exc.message}}
+        t0 = time.perf_counter()
+        doc = await self.run_io(self.document, seg, fmt)
+        seg.timings_ms["encode"] = round((time.perf_counter() - t0) * 1000, 3)
+        self.metrics.stage_seconds.labels("encode").observe(seg.timings_ms["encode"] / 1000)
+        return {"filename": filename, "status": 200, "result": doc | {"timings_ms":
+                                                                       seg.timings_ms}}
+
+    async def segment_batch(self, files: Sequence[tuple[str | None, bytes]], fmt: Format,
+                            started: float) -> bytes:
+        """Every image through the pipeline at once; a JSON list in order, errors per item."""
+        async with self._tracked():
+            items = await asyncio.gather(*(self._batch_item(name, data, fmt, started)
+                                           for name, data in files))
+            return await self.run_io(lambda: json.dumps(items).encode())

@@ -1,67 +1,128 @@
-"""Every service setting, read from DECONVSEG_* environment variables."""
+"""Every service setting, read once from `DECONVSEG_*` environment variables."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "DECONVSEG_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DECONVSEG_", extra="ignore")
+    """Service configuration; an invalid value fails start-up with the variable's name."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     checkpoint: Path = Field(Path("weights/model.pt"), description="checkpoint file to serve")
-    checkpoint_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-fA-F]{64}$", description="refuse a checkpoint with another sha256")
-    host: str = Field("127.0.0.1", description="address to listen on")
-    port: int = Field(8000, ge=1, le=65535)
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda if present")
-    threads: int = Field(0, ge=0, le=256, description="torch intra-op threads; 0 = all cores")
-    io_threads: int = Field(2, ge=1, le=64, description="threads for decode and encode")
-    max_batch_size: int = Field(8, ge=1, le=256)
-    max_batch_delay_ms: float = Field(5.0, ge=0, le=10_000)
+    pinned_sha256: str | None = Field(
+        None, description="refuse to start unless the checkpoint has this sha256"
+    )
+    host: str = Field("127.0.0.1", min_length=1, description="interface to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = cuda when available, else cpu"
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="torch threads for inference; unset = cores - io_threads"
+    )
+    io_threads: int | None = Field(
+        None, ge=1, le=256, description="decode/encode threads; unset = max(1, cores // 4)"
+    )
+    max_batch_size: int = Field(8, ge=1, le=256, description="images per forward pass")
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0, le=10_000, description="how long a batch waits for companions after its first"
+    )
     max_queue: int = Field(64, ge=1, le=100_000, description="queued images before 503")
-    request_timeout_s: float = Field(30.0, gt=0, le=3600)
-    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024)
-    max_pixels: int = Field(40_000_000, ge=1, description="largest width × height accepted")
-    max_side: int = Field(16_384, ge=1, description="largest width or height accepted")
-    max_files: int = Field(16, ge=1, le=1000, description="files per /segment/batch request")
+    request_timeout_s: float = Field(30.0, gt=0, le=3600, description="deadline per request")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="largest request body in bytes (all files together)"
+    )
+    max_pixels: int = Field(40_000_000, ge=1, description="largest image, width × height")
+    max_batch_files: int = Field(16, ge=1, le=1024, description="files per /segment/batch")
     resolution: Literal["native", "resize"] = Field(
-        "native", description="native: infer at upload size (tiled above tile_size); "
-        "resize: infer with the long side scaled to resize_to")
-    resize_to: int = Field(512, ge=16, le=8192)
-    tile_size: int = Field(512, ge=32, le=8192)
-    tile_overlap: int = Field(64, ge=0)
-    tile_batch_size: int = Field(4, ge=1, le=256)
-    api_key: SecretStr | None = Field(None, description="require Bearer / X-API-Key if set")
-    cors_origins: list[str] = Field(default_factory=list)
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    shutdown_timeout_s: float = Field(20.0, gt=0, le=600, description="graceful drain limit")
+        "native",
+        description="native = infer at the image's own size; "
+        "resize = long side to the checkpoint's train_size, logits resized back",
+    )
+    tile_size: int = Field(512, ge=16, le=8192, description="larger images are tiled")
+    tile_overlap: int = Field(64, ge=0, description="overlap between tiles, < tile_size")
+    batch_forward: Literal["auto", "stacked", "per_item"] = Field(
+        "auto",
+        description="stacked = one forward per batch; per_item = one forward per image "
+        "(bit-identical to a lone request); auto = per_item on cpu, stacked on cuda",
+    )
+    api_key: SecretStr | None = Field(None, description="if set, required on every API route")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS"
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+    @field_validator("pinned_sha256", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("pinned_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError("must be 64 hexadecimal characters (a sha256 digest)")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @model_validator(mode="after")
-    def _check_tiles(self) -> Settings:
+    def _overlap_below_tile(self) -> Settings:
         if self.tile_overlap >= self.tile_size:
             raise ValueError(
-                f"DECONVSEG_TILE_OVERLAP ({self.tile_overlap}) must be smaller than "
-                f"DECONVSEG_TILE_SIZE ({self.tile_size})")
+                f"DECONVSEG_TILE_OVERLAP={self.tile_overlap} must be smaller than "
+                f"DECONVSEG_TILE_SIZE={self.tile_size}"
+            )
         return self
+
+    @property
+    def resolved_io_threads(self) -> int:
+        return self.io_threads or max(1, (os.cpu_count() or 1) // 4)
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) - self.resolved_io_threads)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each invalid variable, its value and why it was refused."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if field:
+            raw = error.get("input")
+            value = "<hidden>" if field == "api_key" else raw if isinstance(raw, str) else repr(raw)
+            parts.append(f"{ENV_PREFIX}{field.upper()}={value}: {message}")
+        else:
+            parts.append(message)
+    return "invalid setting: " + "; ".join(parts)
 
 
 @lru_cache
 def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
     return Settings()
-
-
-def describe_validation_error(exc: Exception) -> str:
-    """One line naming each invalid DECONVSEG_* setting and why."""
-    errors = getattr(exc, "errors", lambda: [])()
-    parts = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
-        name = f"DECONVSEG_{loc[0].upper()}" if loc else "settings"
-        parts.append(f"{name}: {err.get('msg', 'invalid')} (got {err.get('input')!r})"
-                     if loc else f"{err.get('msg')}")
-    return "invalid setting " + "; ".join(parts) if parts else f"invalid settings: {exc}"

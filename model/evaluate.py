@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, load_checkpoint, read_payload, save_checkpoint
 from model.data import DatasetError, FolderDataset, SyntheticScenes, make_loader
 from model.metrics import ConfusionMatrix
 from model.transforms import eval_transforms
@@ -51,6 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--record", action="store_true",
+                        help="also store the result (and this command) in the checkpoint's "
+                             "metrics under 'held_out'")
     return parser
 
 
@@ -91,6 +95,11 @@ def main(args: argparse.Namespace) -> int:
         "images": len(dataset),
         "seconds": round(seconds, 2),
     }
+    if args.record:
+        payload, _ = read_payload(args.checkpoint)
+        command = "python -m model.evaluate " + shlex.join(sys.argv[1:])
+        payload["metrics"]["held_out"] = result | {"source": source, "command": command}
+        save_checkpoint(args.checkpoint, payload)
     print(json.dumps(result))
     return 0
 

@@ -28,6 +28,10 @@ async def wait_for_thread(event: threading.Event):
     assert await asyncio.to_thread(event.wait, 10)
 
 
+async def queued_at_least(batcher: Batcher, count: int):
+    assert await asyncio.to_thread(batcher.wait_until_queued, count, 10)
+
+
 @pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"max_batch_delay_s": -1},
                                     {"max_queue": 0}])
 def test_bad_knobs_are_rejected_at_construction(kwargs):
@@ -53,8 +57,7 @@ async def test_queued_requests_form_one_batch_of_the_same_key():
         first = asyncio.create_task(batcher.submit(0, 30))
         await wait_for_thread(gate.entered)  # worker busy with item 0
         rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2, 3)]
-        while batcher.depth < 3:
-            await asyncio.sleep(0)
+        await queued_at_least(batcher, 3)
         gate.open.set()
         results = [r[0] for r in await asyncio.gather(first, *rest)]
     finally:
@@ -85,8 +88,7 @@ async def test_full_queue_refuses_at_once():
         busy = asyncio.create_task(batcher.submit(0, 30))
         await wait_for_thread(gate.entered)
         queued = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2)]
-        while batcher.depth < 2:
-            await asyncio.sleep(0)
+        await queued_at_least(batcher, 2)
         with pytest.raises(QueueFull):
             await batcher.submit(3, 30)
         gate.open.set()
@@ -124,8 +126,7 @@ async def test_cancelled_caller_is_dropped_before_compute():
         busy = asyncio.create_task(batcher.submit(0, 30))
         await wait_for_thread(gate.entered)
         gone = asyncio.create_task(batcher.submit(5, 30))
-        while batcher.depth < 1:
-            await asyncio.sleep(0)
+        await queued_at_least(batcher, 1)
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gone
@@ -145,8 +146,7 @@ async def test_one_poisoned_item_fails_only_its_own_request():
         first = asyncio.create_task(batcher.submit(0, 30))
         await wait_for_thread(gate.entered)
         rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2, 3)]
-        while batcher.depth < 3:
-            await asyncio.sleep(0)
+        await queued_at_least(batcher, 3)
         gate.open.set()
         results = await asyncio.gather(first, *rest, return_exceptions=True)
     finally:
@@ -162,9 +162,42 @@ async def test_stop_finishes_queued_work():
     busy = asyncio.create_task(batcher.submit(0, 30))
     await wait_for_thread(gate.entered)
     queued = asyncio.create_task(batcher.submit(1, 30))
-    while batcher.depth < 1:
-        await asyncio.sleep(0)
+    await queued_at_least(batcher, 1)
     stopper = asyncio.create_task(asyncio.to_thread(batcher.stop, 30))
     gate.open.set()
     await stopper
     assert (await busy)[0] == 0 and (await queued)[0] == 10
+
+
+async def test_batch_closes_at_max_size_and_the_rest_waits_for_the_next():
+    gate = Gate()
+    batcher = Batcher(gate, max_batch_size=3, max_batch_delay_s=0.05)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)
+        rest = [asyncio.create_task(batcher.submit(i, 30)) for i in range(1, 6)]
+        await queued_at_least(batcher, 5)
+        gate.open.set()
+        await asyncio.gather(first, *rest)
+    finally:
+        batcher.stop()
+    assert gate.calls == [[0], [1, 2, 3], [4, 5]]
+
+
+async def test_partial_batch_closes_after_the_max_delay():
+    gate = Gate()
+    batcher = Batcher(gate, max_batch_size=8, max_batch_delay_s=0.05)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)
+        rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2)]
+        await queued_at_least(batcher, 2)
+        gate.open.set()
+        results = await asyncio.wait_for(asyncio.gather(first, *rest), 20)
+    finally:
+        batcher.stop()
+    assert [r.value for r in results] == [0, 10, 20]
+    assert gate.calls == [[0], [1, 2]]
+    assert all(r.queue_seconds >= 0 and r.compute_seconds >= 0 for r in results)

@@ -66,3 +66,14 @@ def test_training_on_a_bad_folder_exits_with_message(tmp_path, capsys, bad):
     args.data = str(tmp_path / bad)
     assert train.main(args) == 2
     assert "images/ and masks/" in capsys.readouterr().err
+
+
+def test_evaluate_record_stores_the_result_in_the_checkpoint(tmp_path, capsys):
+    train.main(tiny_args(tmp_path, "m.pt"))
+    args = evaluate_cli.get_args_parser().parse_args(
+        [str(tmp_path / "m.pt"), "--images", "2", "--size", "32", "--record"])
+    assert evaluate_cli.main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    held_out = load_checkpoint(tmp_path / "m.pt").metrics["held_out"]
+    assert held_out["miou"] == printed["miou"]
+    assert held_out["command"].startswith("python -m model.evaluate")

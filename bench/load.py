@@ -1,0 +1,135 @@
+"""Served throughput: `python -m bench.load [--checkpoint P] --concurrency 1 16 --requests 200`.
+
+Starts the real server (`python -m app`) on a free loopback port, then a load generator in a
+separate process (async httpx, bounded in requests and seconds) posts 256² JPEGs at each
+concurrency and prints requests/s, p50/p95/p99 latency and errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from model.data import SyntheticScenes
+
+
+def scene_jpeg(size: int, index: int) -> bytes:
+    image, _ = SyntheticScenes(index + 1, size=size, seed=7).render(index)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def generate_load(url: str, images: list[bytes], concurrency: int, requests: int,
+                        max_seconds: float) -> dict:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = iter(range(requests))
+    stop_at = time.perf_counter() + max_seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in counter:
+            if time.perf_counter() > stop_at:
+                return
+            t0 = time.perf_counter()
+            try:
+                r = await client.post(url, files={"file": ("x.jpg", images[i % len(images)],
+                                                            "image/jpeg")})
+                status = r.status_code
+            except httpx.HTTPError:
+                status = 0
+            latencies.append(time.perf_counter() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    ok = statuses.get(200, 0)
+    return {"concurrency": concurrency, "requests": len(latencies), "ok": ok,
+            "errors": len(latencies) - ok, "seconds": round(elapsed, 2),
+            "requests_per_s": round(ok / elapsed, 2),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+            "p95_ms": round(percentile(latencies, 95) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            "statuses": statuses}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(env: dict[str, str], module: str = "app") -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", module],
+                            env={**os.environ, **env, "DECONVSEG_PORT": str(port),
+                                 "DECONVSEG_LOG_LEVEL": "warning"})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready in 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="weights/model.pt")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--requests", type=int, default=200, help="per concurrency level")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="per concurrency level")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--env", nargs="*", default=[], help="extra KEY=VALUE server settings")
+    args = parser.parse_args()
+    env = {"DECONVSEG_CHECKPOINT": args.checkpoint, "DECONVSEG_DEVICE": "cpu",
+           **dict(kv.split("=", 1) for kv in args.env)}
+    images = [scene_jpeg(args.size, i) for i in range(8)]
+    proc, base = start_server(env)
+    try:
+        rows = []
+        for c in args.concurrency:
+            asyncio.run(generate_load(f"{base}/segment", images, c, min(c * 4, 32), 30))  # warm
+            rows.append(asyncio.run(generate_load(f"{base}/segment", images, c, args.requests,
+                                                  args.max_seconds)))
+            r = rows[-1]
+            print(f"concurrency {c:>3}: {r['requests_per_s']:7.2f} req/s  p50 {r['p50_ms']:7.1f} "
+                  f"ms  p95 {r['p95_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+                  f"errors {r['errors']}", flush=True)
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        batch = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+                 if line.startswith(("deconvseg_batch_size_sum", "deconvseg_batch_size_count"))}
+        mean_batch = batch["deconvseg_batch_size_sum"] / max(batch["deconvseg_batch_size_count"], 1)
+        print(json.dumps({"env": env, "size": args.size, "mean_batch_size": round(mean_batch, 2),
+                          "results": rows}))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Helpers shared by the service tests: settings, images, a running client, a gated service."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import numpy as np
+from fastapi import FastAPI
+from PIL import Image
+
+from app.service import Service
+from app.settings import Settings
+
+CLASSES = ["background", "a", "b"]
+
+
+def make_settings(checkpoint, **overrides) -> Settings:
+    values = dict(checkpoint=checkpoint, device="cpu", threads=1, io_threads=2,
+                  max_batch_size=4, max_batch_delay_ms=20, max_queue=16, request_timeout_s=20,
+                  tile_size=64, tile_overlap=8, max_pixels=200_000, max_upload_bytes=2_000_000)
+    return Settings(**(values | overrides))
+
+
+def image_bytes(width=32, height=24, mode="RGB", seed=0, fmt="PNG", **save) -> bytes:
+    """Random pixels of this size, saved in `fmt` after converting to `mode`."""
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    if mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+@asynccontextmanager
+async def running_client(app: FastAPI, wait_ready: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client over ASGI with the app's lifespan running (and, by default, warm)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            if wait_ready:
+                await app.state.warm_up
+            yield client
+
+
+async def post_image(client: httpx.AsyncClient, data: bytes, fmt: str | None = None,
+                     name: str = "x.png", **kwargs) -> httpx.Response:
+    url = "/segment" + (f"?format={fmt}" if fmt else "")
+    return await client.post(url, files={"file": (name, data, "application/octet-stream")},
+                             **kwargs)
+
+
+class GatedService(Service):
+    """A Service whose predict stage waits for the test to open `gate`: timing without sleeps.
+
+    `entered` is set when a batch reaches predict; `batches` records each batch's image sizes.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def predict(self, items):
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        self.batches.append([(it.width, it.height) for it in items])
+        return super().predict(items)

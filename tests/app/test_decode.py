@@ -1,0 +1,111 @@
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.decode import configure_pillow, decode_image
+from app.errors import APIError
+from tests.app.support import image_bytes
+
+
+@pytest.fixture(autouse=True)
+def _pillow_limits():
+    configure_pillow(1_000_000)
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF"])
+def test_allowed_formats_decode_to_rgb_uint8(fmt):
+    rgb = decode_image(image_bytes(13, 7, fmt=fmt), 1000)
+    assert rgb.shape == (7, 13, 3) and rgb.dtype == np.uint8
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "LA", "RGBA", "1", "I;16"])
+def test_every_mode_becomes_rgb(mode):
+    image = Image.new(mode, (6, 5))
+    assert decode_image(encoded(image), 1000).shape == (5, 6, 3)
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    assert decode_image(image_bytes(6, 5, mode="CMYK", fmt="JPEG"), 1000).shape == (5, 6, 3)
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    array = np.array([[0, 257, 32768, 65535]], np.uint16)
+    rgb = decode_image(encoded(Image.fromarray(array)), 1000)
+    assert rgb[0, :, 0].tolist() == [0, 1, 128, 255]
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_alpha_is_dropped_not_composited():
+    rgb = decode_image(encoded(Image.new("RGBA", (3, 3), (10, 20, 30, 0))), 1000)
+    assert rgb[0, 0].tolist() == [10, 20, 30]
+
+
+def test_palette_with_transparency_is_accepted():
+    image = Image.fromarray(np.zeros((5, 5), np.uint8)).convert("P")
+    assert decode_image(encoded(image, transparency=0), 1000).shape == (5, 5, 3)
+
+
+def test_exif_orientation_6_rotates_into_the_displayed_frame():
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :10] = 255  # a white band on the left, stored landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90° clockwise
+    rgb = decode_image(encoded(Image.fromarray(array), "JPEG", exif=exif, quality=95), 10_000)
+    assert rgb.shape == (40, 20, 3)
+    assert rgb[:10].mean() > 200 and rgb[-10:].mean() < 50  # the band is now on top
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (12, 10), c) for c in ((255, 0, 0), (0, 0, 255))]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    rgb = decode_image(data, 1000)
+    assert rgb[0, 0, 0] > 200 and rgb[0, 0, 2] < 50
+
+
+@pytest.mark.parametrize("data,status,code", [
+    (b"", 400, "empty_file"),
+    (b"hello, this is text", 400, "invalid_image"),
+    (image_bytes(16, 16)[:60], 400, "invalid_image"),
+    (image_bytes(16, 16, fmt="JPEG")[:200], 400, "invalid_image"),
+    (image_bytes(8, 8, fmt="TIFF"), 415, "unsupported_format"),
+    (image_bytes(40, 30), 413, "too_many_pixels"),
+])
+def test_bad_uploads_are_refused_with_a_status_and_code(data, status, code):
+    with pytest.raises(APIError) as info:
+        decode_image(data, 1000)
+    assert (info.value.status, info.value.code) == (status, code)
+
+
+def test_pixel_limit_message_names_the_size_and_the_limit():
+    with pytest.raises(APIError, match=r"40×30 = 1,200 pixels; the limit is 1,000"):
+        decode_image(image_bytes(40, 30), 1000)
+
+
+def test_header_claiming_a_huge_size_is_refused_before_decoding():
+    configure_pillow(40_000_000)
+    data = bytearray(image_bytes(1, 1))  # a 1×1 PNG whose IHDR now says 20000×20000
+    data[16:24] = (20000).to_bytes(4, "big") * 2
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    with pytest.raises(APIError) as info:
+        decode_image(bytes(data), 40_000_000)
+    assert info.value.status == 413 and "400,000,000 pixels" in info.value.message
+
+
+def test_random_bytes_only_ever_raise_client_errors():
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        data = rng.integers(0, 256, int(rng.integers(1, 400)), dtype=np.uint8).tobytes()
+        if i % 2:
+            data = image_bytes(8, 8)[:16] + data  # a PNG signature and IHDR start, then junk
+        with pytest.raises(APIError) as info:
+            decode_image(data, 1000)
+        assert info.value.status in (400, 413, 415)

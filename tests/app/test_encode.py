@@ -1,0 +1,59 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.encode import areas, mask_png, overlay_png, rle_by_class, rle_encode
+from model.classes import default_palette
+
+CLASSES = ["background", "a", "b"]
+
+
+def coco_decode(counts: list[int], height: int, width: int) -> np.ndarray:
+    """Reference decoder written from the COCO spec: alternate 0/1 runs, column-major."""
+    flat = np.concatenate([np.full(n, i % 2, np.uint8) for i, n in enumerate(counts)])
+    return flat.reshape(width, height).T
+
+
+def test_rle_is_column_major_and_starts_with_zeros():
+    binary = np.array([[1, 0], [1, 1]], bool)  # columns: (1, 1), (0, 1)
+    assert rle_encode(binary) == [0, 2, 1, 1]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 600), (33, 17), (5, 5)])
+def test_rle_per_class_rebuilds_the_mask(shape):
+    mask = np.random.default_rng(0).integers(0, 3, shape).astype(np.uint8)
+    rebuilt = np.full(shape, 255, np.uint8)
+    for entry in rle_by_class(mask, CLASSES):
+        assert entry["size"] == list(shape) and entry["class"] == CLASSES[entry["index"]]
+        part = coco_decode(entry["counts"], *shape).astype(bool)
+        assert (rebuilt[part] == 255).all()
+        rebuilt[part] = entry["index"]
+    assert np.array_equal(rebuilt, mask)
+
+
+def test_rle_lists_only_present_classes():
+    assert [e["index"] for e in rle_by_class(np.full((3, 3), 2, np.uint8), CLASSES)] == [2]
+
+
+def test_png_is_palette_mode_with_class_indices():
+    mask = np.array([[0, 1], [2, 1]], np.uint8)
+    image = Image.open(io.BytesIO(mask_png(mask, default_palette(3))))
+    assert image.mode == "P" and image.size == (2, 2)
+    assert np.array_equal(np.asarray(image), mask)
+    assert image.getpalette()[:9] == [c for rgb in default_palette(3) for c in rgb]
+
+
+def test_areas_cover_every_class_and_sum_to_one():
+    result = areas(np.array([[0, 0, 1, 1]], np.uint8), CLASSES)
+    assert result == {"background": 0.5, "a": 0.5, "b": 0.0}
+
+
+def test_overlay_colours_objects_and_leaves_background():
+    image = np.full((2, 2, 3), 100, np.uint8)
+    mask = np.array([[0, 1], [0, 2]], np.uint8)
+    out = np.asarray(Image.open(io.BytesIO(overlay_png(image, mask, default_palette(3)))))
+    assert out.shape == (2, 2, 3)
+    assert out[0, 0].tolist() == [100, 100, 100]
+    assert out[0, 1].tolist() == [165, 62, 88]  # halfway to (230, 25, 75)

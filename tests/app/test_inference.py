@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from app.inference import InferenceOptions, Segmenter, resolve_device
+from model.checkpoint import load_checkpoint
+from model.tiling import sliding_window_mask
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint)
+
+
+def segmenter(checkpoint, **options) -> Segmenter:
+    return Segmenter(checkpoint, InferenceOptions(**options), torch.device("cpu"))
+
+
+def random_image(height, width, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_setting_name(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(RuntimeError, match="DECONVSEG_DEVICE"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_batched_masks_equal_single_request_masks(checkpoint, stacked):
+    seg = segmenter(checkpoint, stacked=stacked)
+    items = [seg.prepare(random_image(24, 40, seed=i)) for i in range(4)]
+    singles = [seg.predict([item])[0] for item in items]
+    batched = seg.predict(items)
+    for alone, together in zip(singles, batched, strict=True):
+        assert np.array_equal(alone, together)
+
+
+@pytest.mark.parametrize("resolution", ["native", "resize"])
+@pytest.mark.parametrize("size", [(1, 1), (7, 600), (33, 17), (600, 7)])
+def test_mask_has_the_upload_size(checkpoint, resolution, size):
+    seg = segmenter(checkpoint, resolution=resolution, tile_size=64, tile_overlap=8)
+    mask = seg.predict([seg.prepare(random_image(*size))])[0]
+    assert mask.shape == size and mask.dtype == np.uint8 and mask.max() < 3
+
+
+def test_resize_policy_infers_at_the_training_size(checkpoint):
+    seg = segmenter(checkpoint, resolution="resize")
+    item = seg.prepare(random_image(48, 64))
+    assert item.shape == (24, 32) and (item.height, item.width) == (48, 64)  # train_size 32
+
+
+def test_images_larger_than_a_tile_use_the_sliding_window(checkpoint):
+    seg = segmenter(checkpoint, tile_size=32, tile_overlap=8, tile_batch_size=3)
+    item = seg.prepare(random_image(70, 100))
+    expected = sliding_window_mask(seg.model, item.tensor[None], 3, tile=32, overlap=8,
+                                   batch_size=3).numpy()
+    assert np.array_equal(seg.predict([item])[0], expected)
+    assert seg.padding_ratio([item]) == pytest.approx(1 - 70 * 100 / (80 * 104))
+
+
+def test_buckets_group_exact_shapes_and_isolate_tiled_images(checkpoint):
+    seg = segmenter(checkpoint, tile_size=32, tile_overlap=8)
+    a, b = (seg.prepare(random_image(20, 30, seed=s)) for s in (0, 1))
+    big1, big2 = (seg.prepare(random_image(40, 40, seed=s)) for s in (0, 1))
+    assert seg.bucket(a) == seg.bucket(b) == (20, 30)
+    assert seg.bucket(seg.prepare(random_image(30, 20))) != seg.bucket(a)
+    assert seg.bucket(big1) != seg.bucket(big2)
+    assert seg.padding_ratio([a, b]) == 0.0
+
+
+def test_warm_up_runs_without_requests(checkpoint):
+    segmenter(checkpoint, stacked=True).warm_up(max_batch_size=2)
