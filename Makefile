@@ -40,3 +40,6 @@ evaluate: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+bench: $(DEV)
+	$(PY) -m bench

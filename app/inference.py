@@ -48,6 +48,7 @@ class InferenceOptions:
     tile_overlap: int = 64
     tile_batch_size: int = 4
     stacked: bool = False  # one forward per batch (True) or per image (False)
+    backend: str = "fp32"  # fp32 | bf16 (autocast)
 
 
 @dataclass(eq=False)
@@ -101,9 +102,14 @@ class Segmenter:
                   * Axis.plan(w, o.tile_size, o.tile_overlap).padded)
         return 1.0 - h * w / padded
 
-    @torch.inference_mode()
     def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         """Same-shape items → uint8 masks (height, width), each at its upload's size."""
+        bf16 = self.options.backend == "bf16"
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
+                                                    enabled=bf16):
+            return self._predict(items)
+
+    def _predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         if len(items) == 1 and self.needs_tiling(items[0]):
             return [self._predict_tiled(items[0])]
         if self.options.stacked:
@@ -114,7 +120,7 @@ class Segmenter:
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model(batch)  # (B, K, h, w)
+        return self.model(batch).float()  # (B, K, h, w)
 
     def _mask(self, logits: torch.Tensor, item: Prepared) -> np.ndarray:
         """(1, K, h, w) logits → (height, width) uint8, resized to the upload before argmax."""

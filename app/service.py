@@ -64,7 +64,7 @@ class Service:
         stacked = settings.batch_forward == "stacked" or (
             settings.batch_forward == "auto" and self.device.type == "cuda")
         options = InferenceOptions(settings.resolution, settings.tile_size, settings.tile_overlap,
-                                   settings.max_batch_size, stacked)
+                                   settings.max_batch_size, stacked, settings.backend)
         self.segmenter = Segmenter(self.ckpt, options, self.device)
         self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io")
         self.batcher: Batcher[Prepared, np.ndarray] = Batcher(

@@ -6,6 +6,7 @@ NEAREST, padding with the ignore index), photometric ops touch the image only.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -70,14 +71,22 @@ def preprocess(
 ) -> torch.Tensor:
     """uint8 RGB (H, W, 3) array or (3, H, W) tensor → normalised float32 (3, H, W).
 
-    The service and the evaluator both call this; it is `eval_transforms` on the image alone.
+    The service and the evaluator both call this. It computes exactly what `eval_transforms`
+    does (a test holds the two together), in place on one float copy, so a 67-megapixel upload
+    costs one float image of memory instead of three.
     """
     if isinstance(image, np.ndarray):
-        if not (image.flags.writeable and image.flags.c_contiguous):
-            image = np.array(image)  # torch tensors must not alias read-only memory
-        image = torch.from_numpy(image).permute(2, 0, 1)
-    out = eval_transforms(mean, std)(tv_tensors.Image(image))
-    return out.as_subclass(torch.Tensor)
+        # (H, W, 3) → float (3, H, W) view of one channels-last copy: the model wants that layout.
+        # The uint8 view is only read (copied by .to), so a read-only array is safe here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            source = torch.from_numpy(np.ascontiguousarray(image))
+        x = source.to(torch.float32).permute(2, 0, 1)
+    else:
+        x = image.to(torch.float32)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return x.div_(255.0).sub_(mean_t).div_(std_t)
 
 
 # --- CutMix / MixUp for segmentation ----------------------------------------------------------

@@ -1,0 +1,98 @@
+"""`python -m bench` (or `make bench`): one run, one report, so every ratio is from the same run.
+
+1. the limit (GEMM peak, model FLOPs, FLOP-bound images/s); 2. in-process images/s per backend,
+batch and size; 3. the real server under load (batching on/off, per backend); 4. the naive
+baseline under the same load; 5. latency and peak RSS vs image size. Writes
+bench/results/report.md, results.json and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from bench import inprocess, limit, scaling
+from bench.load import generate_load, scene_jpeg, start_server
+from bench.report import write_report
+from model.checkpoint import load_checkpoint
+from model.net import count_flops
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: int,
+           seconds: float, module: str = "app") -> list[dict]:
+    images = [scene_jpeg(256, i) for i in range(8)]
+    proc, base = start_server({"DECONVSEG_CHECKPOINT": checkpoint, "DECONVSEG_DEVICE": "cpu",
+                               **env}, module=module)
+    try:
+        rows = []
+        for c in levels:
+            asyncio.run(generate_load(f"{base}/segment", images, c, max(2 * c, 16), 20))
+            row = asyncio.run(generate_load(f"{base}/segment", images, c, requests, seconds))
+            rows.append(row)
+            print(f"  {module} {env or ''} c={c:>2}: {row['requests_per_s']:6.2f} req/s  "
+                  f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+                  f"errors {row['errors']}", flush=True)
+        return rows
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="weights/model.pt")
+    parser.add_argument("--quick", action="store_true", help="fewer points, for a smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    quick = args.quick
+    started = time.time()
+    model = load_checkpoint(args.checkpoint).model
+    result: dict = {"checkpoint": args.checkpoint, "torch": torch.__version__,
+                    "threads": torch.get_num_threads()}
+
+    print("1. limit", flush=True)
+    result["limit"] = limit.limits(count_flops(model, 256, 256))
+    print(f"  {result['limit']}", flush=True)
+
+    print("2. in-process", flush=True)
+    result["inprocess"] = inprocess.run(
+        args.checkpoint, [256] if quick else [256, 512], [1, 4] if quick else [1, 2, 4, 8, 16],
+        list(inprocess.BACKENDS), 1.0 if quick else 3.0)
+    for r in result["inprocess"]:
+        print(f"  {r}", flush=True)
+
+    print("3. served", flush=True)
+    levels = [1, 16] if quick else [1, 4, 16, 32, 64]
+    requests, seconds = (60, 10) if quick else (300, 25)
+    result["served"] = {}
+    for backend in inprocess.BACKENDS:
+        for batching in ("on", "off"):
+            env = {"DECONVSEG_BACKEND": backend}
+            if batching == "off":
+                env["DECONVSEG_MAX_BATCH_SIZE"] = "1"
+            result["served"][f"{backend}, batching {batching}"] = served(
+                args.checkpoint, env, levels, requests, seconds)
+
+    print("4. naive baseline", flush=True)
+    result["naive"] = served(args.checkpoint, {}, levels, requests, seconds,
+                             module="bench.baselines.naive")
+
+    print("5. scaling", flush=True)
+    sizes = [256, 1024, 2048] if quick else [256, 512, 1024, 2048, 4096, 8192]
+    result["scaling"] = scaling.run(args.checkpoint, sizes)
+    result["seconds"] = round(time.time() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=1))
+    write_report(result, args.out)
+    print(f"wrote {args.out}/report.md in {result['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
