@@ -41,6 +41,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_backend(name: str, device: torch.device) -> str:
+    """`auto` → bf16 where the device computes it natively (1.5× served here), else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     resolution: str = "native"  # native | resize (long side → the checkpoint's train_size)

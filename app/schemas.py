@@ -153,3 +153,4 @@ class ModelCard(BaseModel):
     batching: dict[str, Any]
     versions: dict[str, str]
     device: str
+    backend: str = Field(description="fp32 or bf16 (autocast)", examples=["bf16"])

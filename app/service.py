@@ -20,7 +20,13 @@ from app import encode
 from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
 from app.decode import decode_image
 from app.errors import APIError
-from app.inference import InferenceOptions, Prepared, Segmenter, resolve_device
+from app.inference import (
+    InferenceOptions,
+    Prepared,
+    Segmenter,
+    resolve_backend,
+    resolve_device,
+)
 from app.metrics import Metrics
 from app.settings import Settings
 from model.checkpoint import Checkpoint, load_checkpoint
@@ -64,7 +70,8 @@ class Service:
         stacked = settings.batch_forward == "stacked" or (
             settings.batch_forward == "auto" and self.device.type == "cuda")
         options = InferenceOptions(settings.resolution, settings.tile_size, settings.tile_overlap,
-                                   settings.max_batch_size, stacked, settings.backend)
+                                   settings.max_batch_size, stacked,
+                                   resolve_backend(settings.backend, self.device))
         self.segmenter = Segmenter(self.ckpt, options, self.device)
         self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io")
         self.batcher: Batcher[Prepared, np.ndarray] = Batcher(

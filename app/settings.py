@@ -56,9 +56,10 @@ class Settings(BaseSettings):
         description="stacked = one forward per batch; per_item = one forward per image "
         "(bit-identical to a lone request); auto = per_item on cpu, stacked on cuda",
     )
-    backend: Literal["fp32", "bf16"] = Field(
-        "fp32", description="fp32 = eager float32; bf16 = bfloat16 autocast (CPUs with "
-        "AVX512-BF16/AMX, or CUDA); masks agree with fp32 on ≥ 99.9 % of pixels (tested)")
+    backend: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="fp32 = eager float32; bf16 = bfloat16 autocast, masks agree with "
+        "fp32 on ≥ 99.9 % of pixels (tested); auto = bf16 where the device has native bf16 "
+        "(AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
     api_key: SecretStr | None = Field(None, description="if set, required on every API route")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS"

@@ -35,6 +35,15 @@ def scene_jpeg(side: int, path: Path) -> None:
     Image.fromarray(image).save(path, format="JPEG", quality=90)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Unlike ru_maxrss, it does not inherit the parent's
+    peak across fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch: int) -> dict:
     data = path.read_bytes()
     segmenter = Segmenter(load_checkpoint(checkpoint),
@@ -49,7 +58,7 @@ def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch
     del prepared
     png = encode.mask_png(mask, segmenter.ckpt.palette)
     seconds = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     return {"side": mask.shape[0], "megapixels": round(mask.size / 1e6, 3),
             "seconds": round(seconds, 3), "peak_rss_mb": round(rss_mb, 1),
             "tiled": mask.shape[0] > tile, "png_bytes": len(png)}

@@ -29,3 +29,14 @@ def test_backend_masks_agree_with_fp32_on_held_out_scenes(backend):
         same += int(np.count_nonzero(a == b))
         total += a.size
     assert same / total >= 0.999, f"{backend} agrees on {same / total:.5f} of pixels"
+
+
+def test_auto_backend_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
+    from app.inference import resolve_backend
+
+    cpu = torch.device("cpu")
+    assert resolve_backend("fp32", cpu) == "fp32" and resolve_backend("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_backend("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert resolve_backend("auto", cpu) == "bf16"
