@@ -6,7 +6,6 @@ NEAREST, padding with the ignore index), photometric ops touch the image only.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -71,22 +70,20 @@ def preprocess(
 ) -> torch.Tensor:
     """uint8 RGB (H, W, 3) array or (3, H, W) tensor → normalised float32 (3, H, W).
 
-    The service and the evaluator both call this. It computes exactly what `eval_transforms`
-    does (a test holds the two together), in place on one float copy, so a 67-megapixel upload
+    The service and the evaluator both call this. It computes what `eval_transforms` does (a
+    test holds the two together to float rounding), on one float copy, so a 67-megapixel upload
     costs one float image of memory instead of three.
     """
-    if isinstance(image, np.ndarray):
-        # (H, W, 3) → float (3, H, W) view of one channels-last copy: the model wants that layout.
-        # The uint8 view is only read (copied by .to), so a read-only array is safe here.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            source = torch.from_numpy(np.ascontiguousarray(image))
-        x = source.to(torch.float32).permute(2, 0, 1)
-    else:
-        x = image.to(torch.float32)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return x.div_(255.0).sub_(mean_t).div_(std_t)
+    if isinstance(image, torch.Tensor):  # (3, H, W) → (H, W, 3) array
+        image = image.permute(1, 2, 0).numpy()
+    # NumPy, not torch: the service calls this from I/O threads, and this keeps torch's OpenMP
+    # pool to the inference thread.
+    mean_a = np.asarray(mean, np.float32) * 255.0
+    scale = 1.0 / (np.asarray(std, np.float32) * 255.0)
+    x = np.subtract(image, mean_a, dtype=np.float32)  # one float copy, (H, W, 3)
+    x *= scale
+    # (3, H, W) view of the channels-last copy: the layout the model runs in.
+    return torch.from_numpy(x).permute(2, 0, 1)
 
 
 # --- CutMix / MixUp for segmentation ----------------------------------------------------------
