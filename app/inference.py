@@ -13,6 +13,7 @@ shares its batch; `stacked` runs one forward per batch, which pays off on a GPU.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -85,6 +86,13 @@ class Segmenter:
     def prepare(self, image: np.ndarray) -> Prepared:
         """uint8 (H, W, 3) → Prepared, with the checkpoint's normalisation."""
         height, width = image.shape[:2]
+        if self.options.resolution == "native" and max(height, width) > self.options.tile_size:
+            # Tiled: keep the uint8 pixels (a view, no copy); bands are normalised as they run.
+            # The view is only ever read, so a read-only decoded array is fine.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                raw = torch.from_numpy(np.ascontiguousarray(image))
+            return Prepared(raw.permute(2, 0, 1), height, width)
         tensor = preprocess(image, self.ckpt.mean, self.ckpt.std)
         if self.options.resolution == "resize":
             scale = self.ckpt.train_size / max(height, width)
@@ -142,10 +150,16 @@ class Segmenter:
         o = self.options
         image = item.tensor[None].to(self.device)
         tiles = dict(tile=o.tile_size, overlap=o.tile_overlap, batch_size=o.tile_batch_size)
+        if image.dtype == torch.uint8:
+            tiles["normalize"] = self._normalize_band
         if item.shape == (item.height, item.width):  # memory bounded: never holds full logits
             return sliding_window_mask(self.model, image, self.num_classes, **tiles).numpy()
         return self._mask(sliding_window_logits(self.model, image, self.num_classes, **tiles),
                           item)
+
+    def _normalize_band(self, band: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, W) uint8 → normalised float, with the one preprocessing function."""
+        return preprocess(band[0].cpu(), self.ckpt.mean, self.ckpt.std)[None].to(self.device)
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run the shapes the service will see, so the first request is not the slow one."""

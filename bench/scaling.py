@@ -21,7 +21,7 @@ from PIL import Image
 
 from app import encode
 from app.decode import decode_image
-from app.inference import InferenceOptions, Segmenter
+from app.inference import InferenceOptions, Segmenter, resolve_backend
 from model.checkpoint import load_checkpoint
 from model.data import SyntheticScenes
 
@@ -46,9 +46,11 @@ def peak_rss_mb() -> float:
 
 def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch: int) -> dict:
     data = path.read_bytes()
+    device = torch.device("cpu")
     segmenter = Segmenter(load_checkpoint(checkpoint),
                           InferenceOptions(tile_size=tile, tile_overlap=overlap,
-                                           tile_batch_size=tile_batch), torch.device("cpu"))
+                                           tile_batch_size=tile_batch,
+                                           backend=resolve_backend("auto", device)), device)
     segmenter.warm_up(1)
     t0 = time.perf_counter()
     image = decode_image(data, 1 << 40)
@@ -65,7 +67,7 @@ def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch
 
 
 def run(checkpoint: str, sizes: list[int], tile: int = 512, overlap: int = 64,
-        tile_batch: int = 4) -> list[dict]:
+        tile_batch: int = 1) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for side in sizes:
@@ -88,7 +90,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--tile-batch", type=int, default=4)
+    parser.add_argument("--tile-batch", type=int, default=1, help="tiles per forward (the "
+                        "service uses 1 on CPU)")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

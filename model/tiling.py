@@ -13,7 +13,7 @@ are finalised, so memory is bounded by one band (tile height × image width), no
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +64,7 @@ def _bands(
     overlap: int,
     batch_size: int,
     window: str,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield averaged logits (1, K, rows, W) for consecutive finished row blocks of the image."""
     if image.dim() != 4 or image.shape[0] != 1:
@@ -73,7 +74,7 @@ def _bands(
     _, channels, height, width = image.shape
     rows, cols = Axis.plan(height, tile, overlap), Axis.plan(width, tile, overlap)
     th, tw = rows.tile, cols.tile
-    weight = window_weights(th, tw, window).to(image.device, image.dtype)
+    weight = window_weights(th, tw, window).to(image.device)  # float32, whatever the input
     # Per-tile weights as fold columns: (1, th*tw, n_cols) → summed in place by fold.
     weight_cols = weight.reshape(1, th * tw, 1).expand(1, th * tw, cols.count)
     band_weight = F.fold(weight_cols, (th, cols.padded), (th, tw), stride=(1, cols.stride))
@@ -84,14 +85,20 @@ def _bands(
     for r in range(rows.count):
         top = r * rows.stride
         band = image[:, :, top : min(top + th, height), :]
+        if normalize is not None:  # raw (e.g. uint8) image: normalise one band at a time
+            band = normalize(band)
         band = F.pad(band, (0, cols.padded - width, 0, th - band.shape[2]), mode="replicate")
-        tiles = F.unfold(band, (th, tw), stride=(1, cols.stride))  # (1, C*th*tw, n_cols)
-        tiles = tiles[0].T.reshape(cols.count, channels, th, tw)
-        logits = torch.cat(
-            [model(tiles[i : i + batch_size]).float() for i in range(0, cols.count, batch_size)]
-        )  # (n_cols, K, th, tw)
-        logit_cols = (logits * weight).reshape(cols.count, num_classes * th * tw).T.unsqueeze(0)
-        acc += F.fold(logit_cols, (th, cols.padded), (th, tw), stride=(1, cols.stride))
+        # Unfold, run and fold `batch_size` tiles at a time into their span of the band, so
+        # transient memory is one tile batch, not a band's worth of tiles and logits.
+        for first in range(0, cols.count, batch_size):
+            n = min(batch_size, cols.count - first)
+            x0, span = first * cols.stride, (n - 1) * cols.stride + tw
+            tiles = F.unfold(band[..., x0 : x0 + span], (th, tw), stride=(1, cols.stride))
+            tiles = tiles[0].T.reshape(n, channels, th, tw)  # (n, C, th, tw)
+            logits = model(tiles).float() * weight  # (n, K, th, tw)
+            logit_cols = logits.reshape(n, num_classes * th * tw).T.unsqueeze(0)
+            acc[..., x0 : x0 + span] += F.fold(logit_cols, (th, span), (th, tw),
+                                               stride=(1, cols.stride))
         norm += band_weight
         # Rows above the next band's top are final; the rest carry over into the next band.
         final = rows.stride if r < rows.count - 1 else th
@@ -112,10 +119,15 @@ def sliding_window_logits(
     overlap: int = 64,
     batch_size: int = 4,
     window: str = "uniform",
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Logits (1, K, H, W) for a normalised image (1, C, H, W), tile by tile."""
-    return torch.cat(list(_bands(model, image, num_classes, tile, overlap, batch_size, window)),
-                     dim=2)
+    """Logits (1, K, H, W) for an image (1, C, H, W), tile by tile.
+
+    The image is either normalised already, or raw with `normalize` mapping a (1, C, h, W) band
+    to its normalised float version (then no float copy of the whole image ever exists).
+    """
+    return torch.cat(list(_bands(model, image, num_classes, tile, overlap, batch_size, window,
+                                 normalize)), dim=2)
 
 
 def sliding_window_mask(
@@ -126,12 +138,13 @@ def sliding_window_mask(
     overlap: int = 64,
     batch_size: int = 4,
     window: str = "uniform",
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Class indices (H, W) as uint8 for a normalised image (1, C, H, W), tile by tile."""
+    """Class indices (H, W) as uint8 for an image (1, C, H, W), tile by tile (see above)."""
     height, width = image.shape[-2:]
     mask = torch.empty(height, width, dtype=torch.uint8)
     row = 0
-    for block in _bands(model, image, num_classes, tile, overlap, batch_size, window):
+    for block in _bands(model, image, num_classes, tile, overlap, batch_size, window, normalize):
         n = block.shape[2]
         mask[row : row + n] = block[0].argmax(0).to(torch.uint8).cpu()
         row += n

@@ -5,6 +5,7 @@ import torch
 from app.inference import InferenceOptions, Segmenter, resolve_device
 from model.checkpoint import load_checkpoint
 from model.tiling import sliding_window_mask
+from model.transforms import preprocess
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,11 @@ def test_resize_policy_infers_at_the_training_size(checkpoint):
 
 def test_images_larger_than_a_tile_use_the_sliding_window(checkpoint):
     seg = segmenter(checkpoint, tile_size=32, tile_overlap=8, tile_batch_size=3)
-    item = seg.prepare(random_image(70, 100))
-    expected = sliding_window_mask(seg.model, item.tensor[None], 3, tile=32, overlap=8,
+    image = random_image(70, 100)
+    item = seg.prepare(image)
+    assert item.tensor.dtype == torch.uint8  # kept raw; normalised band by band
+    normalised = preprocess(image, seg.ckpt.mean, seg.ckpt.std)[None]
+    expected = sliding_window_mask(seg.model, normalised, 3, tile=32, overlap=8,
                                    batch_size=3).numpy()
     assert np.array_equal(seg.predict([item])[0], expected)
     assert seg.padding_ratio([item]) == pytest.approx(1 - 70 * 100 / (80 * 104))
