@@ -1,5 +1,6 @@
 import asyncio
 import threading
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -32,6 +33,20 @@ async def queued_at_least(batcher: Batcher, count: int):
     assert await asyncio.to_thread(batcher.wait_until_queued, count, 10)
 
 
+@asynccontextmanager
+async def busy_batcher(gate: Gate, **knobs):
+    """A started Batcher whose worker is held inside predict([0]) until `gate.open` is set;
+    yields the batcher and the task awaiting item 0, and stops the batcher afterwards."""
+    batcher = Batcher(gate, **knobs)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(0, 30))
+        await wait_for_thread(gate.entered)
+        yield batcher, first
+    finally:
+        batcher.stop()
+
+
 @pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"max_batch_delay_s": -1},
                                     {"max_queue": 0}])
 def test_bad_knobs_are_rejected_at_construction(kwargs):
@@ -51,17 +66,12 @@ async def test_lone_request_runs_without_waiting_for_the_batch_delay():
 
 async def test_queued_requests_form_one_batch_of_the_same_key():
     gate = Gate()
-    batcher = Batcher(gate, max_batch_size=4, max_batch_delay_s=0.05, max_queue=16)
-    batcher.start()
-    try:
-        first = asyncio.create_task(batcher.submit(0, 30))
-        await wait_for_thread(gate.entered)  # worker busy with item 0
+    knobs = {"max_batch_size": 4, "max_batch_delay_s": 0.05, "max_queue": 16}
+    async with busy_batcher(gate, **knobs) as (batcher, first):  # worker busy with item 0
         rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2, 3)]
         await queued_at_least(batcher, 3)
         gate.open.set()
         results = [r[0] for r in await asyncio.gather(first, *rest)]
-    finally:
-        batcher.stop()
     assert results == [0, 10, 20, 30]
     assert gate.calls == [[0], [1, 2, 3]]
 
@@ -82,37 +92,26 @@ async def test_items_with_different_keys_are_not_batched_together():
 async def test_full_queue_refuses_at_once():
     gate = Gate()
     drops = []
-    batcher = Batcher(gate, max_batch_size=1, max_queue=2, on_drop=drops.append)
-    batcher.start()
-    try:
-        busy = asyncio.create_task(batcher.submit(0, 30))
-        await wait_for_thread(gate.entered)
+    knobs = {"max_batch_size": 1, "max_queue": 2, "on_drop": drops.append}
+    async with busy_batcher(gate, **knobs) as (batcher, busy):
         queued = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2)]
         await queued_at_least(batcher, 2)
         with pytest.raises(QueueFull):
             await batcher.submit(3, 30)
         gate.open.set()
         await asyncio.gather(busy, *queued)
-    finally:
-        batcher.stop()
     assert drops == ["queue_full"]
 
 
 async def test_request_past_its_deadline_is_not_computed():
     gate = Gate()
     drops = []
-    batcher = Batcher(gate, max_batch_size=1, on_drop=drops.append)
-    batcher.start()
-    try:
-        busy = asyncio.create_task(batcher.submit(0, 30))
-        await wait_for_thread(gate.entered)
+    async with busy_batcher(gate, max_batch_size=1, on_drop=drops.append) as (batcher, busy):
         with pytest.raises(DeadlineExceeded):
             await batcher.submit(7, timeout_s=0.05)
         gate.open.set()
         await busy
         assert (await batcher.submit(8, 30))[0] == 80  # the worker moved on past item 7
-    finally:
-        batcher.stop()
     assert [7] not in gate.calls
     assert drops == ["deadline"]
 
@@ -120,11 +119,7 @@ async def test_request_past_its_deadline_is_not_computed():
 async def test_cancelled_caller_is_dropped_before_compute():
     gate = Gate()
     drops = []
-    batcher = Batcher(gate, max_batch_size=1, on_drop=drops.append)
-    batcher.start()
-    try:
-        busy = asyncio.create_task(batcher.submit(0, 30))
-        await wait_for_thread(gate.entered)
+    async with busy_batcher(gate, max_batch_size=1, on_drop=drops.append) as (batcher, busy):
         gone = asyncio.create_task(batcher.submit(5, 30))
         await queued_at_least(batcher, 1)
         gone.cancel()
@@ -133,24 +128,16 @@ async def test_cancelled_caller_is_dropped_before_compute():
         gate.open.set()
         await busy
         await batcher.submit(6, 30)
-    finally:
-        batcher.stop()
     assert [5] not in gate.calls and drops == ["disconnect"]
 
 
 async def test_one_poisoned_item_fails_only_its_own_request():
     gate = Gate(fail_on=2)
-    batcher = Batcher(gate, max_batch_size=4, max_batch_delay_s=0.05)
-    batcher.start()
-    try:
-        first = asyncio.create_task(batcher.submit(0, 30))
-        await wait_for_thread(gate.entered)
+    async with busy_batcher(gate, max_batch_size=4, max_batch_delay_s=0.05) as (batcher, first):
         rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2, 3)]
         await queued_at_least(batcher, 3)
         gate.open.set()
         results = await asyncio.gather(first, *rest, return_exceptions=True)
-    finally:
-        batcher.stop()
     assert results[0][0] == 0 and results[1][0] == 10 and results[3][0] == 30
     assert isinstance(results[2], ValueError)
 
@@ -171,33 +158,21 @@ async def test_stop_finishes_queued_work():
 
 async def test_batch_closes_at_max_size_and_the_rest_waits_for_the_next():
     gate = Gate()
-    batcher = Batcher(gate, max_batch_size=3, max_batch_delay_s=0.05)
-    batcher.start()
-    try:
-        first = asyncio.create_task(batcher.submit(0, 30))
-        await wait_for_thread(gate.entered)
+    async with busy_batcher(gate, max_batch_size=3, max_batch_delay_s=0.05) as (batcher, first):
         rest = [asyncio.create_task(batcher.submit(i, 30)) for i in range(1, 6)]
         await queued_at_least(batcher, 5)
         gate.open.set()
         await asyncio.gather(first, *rest)
-    finally:
-        batcher.stop()
     assert gate.calls == [[0], [1, 2, 3], [4, 5]]
 
 
 async def test_partial_batch_closes_after_the_max_delay():
     gate = Gate()
-    batcher = Batcher(gate, max_batch_size=8, max_batch_delay_s=0.05)
-    batcher.start()
-    try:
-        first = asyncio.create_task(batcher.submit(0, 30))
-        await wait_for_thread(gate.entered)
+    async with busy_batcher(gate, max_batch_size=8, max_batch_delay_s=0.05) as (batcher, first):
         rest = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2)]
         await queued_at_least(batcher, 2)
         gate.open.set()
         results = await asyncio.wait_for(asyncio.gather(first, *rest), 20)
-    finally:
-        batcher.stop()
     assert [r.value for r in results] == [0, 10, 20]
     assert gate.calls == [[0], [1, 2]]
     assert all(r.queue_seconds >= 0 and r.compute_seconds >= 0 for r in results)

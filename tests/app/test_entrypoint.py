@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from bench.load import free_port
 from tests.app.support import image_bytes
 
 
@@ -18,12 +18,6 @@ def start(env_extra: dict[str, str]) -> subprocess.Popen:
            "DECONVSEG_DEVICE": "cpu", **env_extra}
     return subprocess.Popen([sys.executable, "-m", "app"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_bad_checkpoint_exits_non_zero_with_one_line_naming_the_file(tmp_path):

@@ -14,7 +14,8 @@ from string import Template
 import httpx
 import pytest
 
-from tests.deploy.conftest import free_port, random_png
+from bench.load import free_port
+from tests.app.support import image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -94,7 +95,7 @@ def test_nginx_spreads_load_over_replicas_and_survives_losing_one(tiny_checkpoin
     nginx = subprocess.Popen([NGINX, "-c", str(render_nginx(tmp_path, ports, listen, 20971520)),
                               "-p", str(tmp_path)])
     front = f"http://127.0.0.1:{listen}"
-    image = random_png(64, 64)
+    image = image_bytes(64, 64)
 
     def segment(_):
         return httpx.post(front + "/segment?format=png", timeout=60,
