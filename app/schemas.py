@@ -22,9 +22,9 @@ ERRORS: dict[int, tuple[str, str]] = {
     400: ("empty_file | invalid_image | bad_request",
           "the upload is empty, not an image, truncated or corrupt, or the body is malformed"),
     401: ("unauthorized", "DECONVSEG_API_KEY is set and the request lacks the key"),
-    413: ("payload_too_large | too_many_pixels | too_many_files",
-          "body over DECONVSEG_MAX_UPLOAD_BYTES, image over DECONVSEG_MAX_PIXELS, or more "
-          "files than DECONVSEG_MAX_BATCH_FILES"),
+    413: ("payload_too_large | too_many_pixels | side_too_long | too_many_files",
+          "body over DECONVSEG_MAX_UPLOAD_BYTES, image over DECONVSEG_MAX_PIXELS, a side over "
+          "DECONVSEG_MAX_SIDE, or more files than DECONVSEG_MAX_BATCH_FILES"),
     415: ("unsupported_format", "a format other than JPEG, PNG, WebP, BMP or GIF"),
     422: ("invalid_request", "the multipart field 'file' is missing or a query value is invalid"),
     500: ("inference_failed | internal_error", "a server fault; never caused by client input"),
@@ -153,4 +153,5 @@ class ModelCard(BaseModel):
     batching: dict[str, Any]
     versions: dict[str, str]
     device: str
-    backend: str = Field(description="fp32 or bf16 (autocast)", examples=["bf16"])
+    backend: str = Field(description="fp32 or bf16", examples=["bf16"])
+    engine: str = Field(description="torchscript (frozen) or eager", examples=["torchscript"])

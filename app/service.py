@@ -74,7 +74,8 @@ class Service:
         tile_batch = settings.max_batch_size if stacked else 1
         options = InferenceOptions(settings.resolution, settings.tile_size, settings.tile_overlap,
                                    tile_batch, stacked,
-                                   resolve_backend(settings.backend, self.device))
+                                   resolve_backend(settings.backend, self.device),
+                                   settings.engine)
         self.segmenter = Segmenter(self.ckpt, options, self.device)
         self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io")
         self.batcher: Batcher[Prepared, np.ndarray] = Batcher(
@@ -147,7 +148,7 @@ class Service:
     # --- stages -------------------------------------------------------------------------------
 
     def _decode(self, data: bytes) -> tuple[np.ndarray, Prepared]:
-        image = decode_image(data, self.settings.max_pixels)
+        image = decode_image(data, self.settings.max_pixels, self.settings.max_side)
         return image, self.segmenter.prepare(image)
 
     async def segment(self, data: bytes, started: float, keep_image: bool = False) -> Segmented:

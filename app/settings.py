@@ -43,6 +43,7 @@ class Settings(BaseSettings):
         20 * 1024 * 1024, ge=1, description="largest request body in bytes (all files together)"
     )
     max_pixels: int = Field(40_000_000, ge=1, description="largest image, width × height")
+    max_side: int = Field(16384, ge=1, description="longest image side in pixels")
     max_batch_files: int = Field(16, ge=1, le=1024, description="files per /segment/batch")
     resolution: Literal["native", "resize"] = Field(
         "native",
@@ -57,9 +58,13 @@ class Settings(BaseSettings):
         "(bit-identical to a lone request); auto = per_item on cpu, stacked on cuda",
     )
     backend: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="fp32 = eager float32; bf16 = bfloat16 autocast, masks agree with "
+        "auto", description="fp32 = float32; bf16 = bfloat16 (weights cast once; autocast when "
+        "eager), masks agree with "
         "fp32 on ≥ 99.9 % of pixels (tested); auto = bf16 where the device has native bf16 "
         "(AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
+    engine: Literal["torchscript", "eager"] = Field(
+        "torchscript", description="torchscript = the network scripted and frozen at start-up, "
+        "one GIL-free call per forward (same masks as eager in fp32); eager = the nn.Module")
     api_key: SecretStr | None = Field(None, description="if set, required on every API route")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS"

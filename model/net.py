@@ -108,8 +108,8 @@ class Decoder(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        for block, skip in zip(self.blocks, reversed(features[:-1]), strict=True):
-            x = block(x, skip)
+        for i, block in enumerate(self.blocks):  # indexed, so that TorchScript compiles it
+            x = block(x, features[len(features) - 2 - i])
         return x
 
 
@@ -119,16 +119,15 @@ class DeconvNet(nn.Module):
     def __init__(self, config: NetConfig) -> None:
         super().__init__()
         self.config = config
+        self.in_channels = config.in_channels
         self.encoder = Encoder(config.in_channels, config.widths, config.convs_per_stage)
         self.decoder = Decoder(config.widths)
         self.head = nn.Conv2d(config.widths[0], config.num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected images shaped (B, {self.config.in_channels}, H, W), "
-                f"got {tuple(x.shape)}"
-            )
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError("expected images shaped (B, " + str(self.in_channels)
+                             + ", H, W), got " + str(list(x.shape)))
         return self.head(self.decoder(self.encoder(x)))
 
 

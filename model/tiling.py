@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def window_weights(height: int, width: int, kind: str) -> torch.Tensor:
 
 @torch.inference_mode()
 def _bands(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     num_classes: int,
     tile: int,
@@ -112,7 +111,7 @@ def _bands(
 
 
 def sliding_window_logits(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     num_classes: int,
     tile: int = 512,
@@ -131,7 +130,7 @@ def sliding_window_logits(
 
 
 def sliding_window_mask(
-    model: nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
     num_classes: int,
     tile: int = 512,

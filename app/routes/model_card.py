@@ -35,5 +35,5 @@ async def model_card(service: ServiceDep) -> ModelCard:
                   "max_queue": s.max_queue, "request_timeout_s": s.request_timeout_s,
                   "forward": "stacked" if service.segmenter.options.stacked else "per_item"},
         versions=ckpt.versions, device=str(service.device),
-        backend=service.segmenter.options.backend,
+        backend=service.segmenter.options.backend, engine=service.segmenter.options.engine,
     )

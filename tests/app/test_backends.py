@@ -15,11 +15,13 @@ SHIPPED = Path(__file__).resolve().parents[2] / "weights" / "model.pt"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["bf16"])
-def test_backend_masks_agree_with_fp32_on_held_out_scenes(backend):
+@pytest.mark.parametrize(("backend", "engine"), [("bf16", "eager"), ("fp32", "torchscript"),
+                                                 ("bf16", "torchscript")])
+def test_backend_masks_agree_with_fp32_on_held_out_scenes(backend, engine):
     ckpt = load_checkpoint(SHIPPED)
     reference = Segmenter(ckpt, InferenceOptions(backend="fp32"), torch.device("cpu"))
-    candidate = Segmenter(ckpt, InferenceOptions(backend=backend), torch.device("cpu"))
+    candidate = Segmenter(ckpt, InferenceOptions(backend=backend, engine=engine),
+                          torch.device("cpu"))
     scenes = SyntheticScenes(24, size=256, seed=HELD_OUT_SEED)
     same = total = 0
     for i in range(len(scenes)):
@@ -28,7 +30,7 @@ def test_backend_masks_agree_with_fp32_on_held_out_scenes(backend):
         a, b = reference.predict([item])[0], candidate.predict([item])[0]
         same += int(np.count_nonzero(a == b))
         total += a.size
-    assert same / total >= 0.999, f"{backend} agrees on {same / total:.5f} of pixels"
+    assert same / total >= 0.999, f"{backend} {engine} agrees on {same / total:.5f} of pixels"
 
 
 def test_auto_backend_picks_bf16_only_where_the_cpu_has_it(monkeypatch):

@@ -28,9 +28,10 @@ def test_cuda_without_a_gpu_is_refused_with_the_setting_name(monkeypatch):
         resolve_device("cuda")
 
 
+@pytest.mark.parametrize("engine", ["eager", "torchscript"])
 @pytest.mark.parametrize("stacked", [False, True])
-def test_batched_masks_equal_single_request_masks(checkpoint, stacked):
-    seg = segmenter(checkpoint, stacked=stacked)
+def test_batched_masks_equal_single_request_masks(checkpoint, stacked, engine):
+    seg = segmenter(checkpoint, stacked=stacked, engine=engine)
     items = [seg.prepare(random_image(24, 40, seed=i)) for i in range(4)]
     singles = [seg.predict([item])[0] for item in items]
     batched = seg.predict(items)
@@ -38,12 +39,21 @@ def test_batched_masks_equal_single_request_masks(checkpoint, stacked):
         assert np.array_equal(alone, together)
 
 
+@pytest.mark.parametrize("engine", ["eager", "torchscript"])
 @pytest.mark.parametrize("resolution", ["native", "resize"])
 @pytest.mark.parametrize("size", [(1, 1), (7, 600), (33, 17), (600, 7)])
-def test_mask_has_the_upload_size(checkpoint, resolution, size):
-    seg = segmenter(checkpoint, resolution=resolution, tile_size=64, tile_overlap=8)
+def test_mask_has_the_upload_size(checkpoint, resolution, size, engine):
+    seg = segmenter(checkpoint, resolution=resolution, tile_size=64, tile_overlap=8,
+                    engine=engine)
     mask = seg.predict([seg.prepare(random_image(*size))])[0]
     assert mask.shape == size and mask.dtype == np.uint8 and mask.max() < 3
+
+
+@pytest.mark.parametrize("size", [(1, 1), (31, 64), (64, 31), (200, 90)])
+def test_torchscript_fp32_masks_equal_eager_masks_at_any_shape(checkpoint, size):
+    eager, scripted = segmenter(checkpoint), segmenter(checkpoint, engine="torchscript")
+    item = eager.prepare(random_image(*size))
+    assert np.array_equal(eager.predict([item])[0], scripted.predict([item])[0])
 
 
 def test_resize_policy_infers_at_the_training_size(checkpoint):
