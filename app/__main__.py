@@ -2,7 +2,8 @@
 
 A bad setting or checkpoint exits at once (status 2 or 1) with one line on stderr. SIGTERM or
 Ctrl-C drains: /readyz turns 503, requests in flight finish, queued images are computed, and the
-process exits 0.
+process exits 0. If the inference worker dies, /readyz turns 503 at once and the process drains
+and exits with status 3, for its supervisor (Docker's restart policy) to restart it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,22 @@ log = logging.getLogger("deconvseg")
 
 
 class DrainingServer(uvicorn.Server):
-    """Marks the service as draining the moment a stop signal arrives."""
+    """Marks the service as draining the moment a stop signal arrives, and shuts down (exit
+    status 3) if the inference worker dies, so that a supervisor restarts the process."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.app = app
+        self.worker_died = False
+
+    async def on_tick(self, counter: int) -> bool:
+        service = getattr(self.app.state, "service", None)
+        if service is not None and service.batcher.failed is not None and not self.worker_died:
+            self.worker_died = True
+            log.critical("the inference worker died (%r); shutting down with exit status 3",
+                         service.batcher.failed)
+            self.should_exit = True
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         service = getattr(self.app.state, "service", None)
@@ -66,6 +78,8 @@ def main() -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stopped_by_signal)
     server.run()
+    if server.worker_died:
+        return 3
     return 0 if server.started else 1
 
 

@@ -1,4 +1,4 @@
-"""Dynamic batching: an asyncio front end feeding one inference thread that owns the model.
+"""Dynamic batching: an asyncio front end feeding a pool of inference threads (one by default).
 
 A batch closes when it holds `max_batch_size` items of one bucket (same key, e.g. same input
 shape) or `max_batch_delay_s` after its first item was queued; when the worker finds a lone item
@@ -72,6 +72,7 @@ class Batcher(Generic[In, Out]):
         key: Callable[[In], Hashable] = lambda _: None,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
+        workers: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be ≥ 1, got {max_batch_size}")
@@ -79,6 +80,9 @@ class Batcher(Generic[In, Out]):
             raise ValueError(f"max_batch_delay_s must be ≥ 0, got {max_batch_delay_s}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be ≥ 1, got {max_queue}")
+        if workers < 1:
+            raise ValueError(f"workers must be ≥ 1, got {workers}")
+        self.workers = workers
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
@@ -90,15 +94,18 @@ class Batcher(Generic[In, Out]):
         self._cond = threading.Condition()
         self._accepting = False
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._busy = 0  # workers inside predict
         self.failed: BaseException | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         self._accepting, self._stopping = True, False
-        self._thread = threading.Thread(target=self._run, name="inference-worker", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"inference-worker-{i}",
+                                          daemon=True) for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, finish everything already queued, then end the worker."""
@@ -106,16 +113,23 @@ class Batcher(Generic[In, Out]):
             self._accepting = False
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self.failed is None
+        return (bool(self._threads) and all(t.is_alive() for t in self._threads)
+                and self.failed is None)
 
     @property
     def depth(self) -> int:
         return len(self._pending)
+
+    @property
+    def busy(self) -> int:
+        """Workers computing right now (the caller's own included, from inside `predict`)."""
+        return self._busy
 
     def wait_until_queued(self, count: int, timeout: float | None = None) -> bool:
         """Block until at least `count` items wait in the queue (False on timeout)."""
@@ -192,6 +206,7 @@ class Batcher(Generic[In, Out]):
         return live
 
     def _run(self) -> None:
+        batch: list[_Item] = []
         try:
             while (batch := self._take_batch()) is not None:
                 live = self._live(batch)
@@ -202,13 +217,22 @@ class Batcher(Generic[In, Out]):
             log.exception("inference worker died")
             with self._cond:
                 self._accepting = False
-                for item in self._pending:
+                for item in [*(batch or []), *self._pending]:  # the batch it died on, the queue
                     item.loop.call_soon_threadsafe(_settle, item.future, None,
                                                    BatcherStopped("inference worker died"))
                 self._pending.clear()
 
     def _compute(self, batch: list[_Item]) -> None:
         t0 = time.monotonic()
+        with self._cond:
+            self._busy += 1
+        try:
+            self._predict_isolated(batch, t0)
+        finally:
+            with self._cond:
+                self._busy -= 1
+
+    def _predict_isolated(self, batch: list[_Item], t0: float) -> None:
         try:
             outputs: list[Any] = list(self.predict([item.value for item in batch]))
             if len(outputs) != len(batch):

@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.auth import ApiKeyMiddleware
 from app.decode import configure_pillow
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from app.routes import health, metrics, model_card, segment
+from app.middleware import BodyLimitMiddleware, LoadShedMiddleware, RequestMetricsMiddleware
+from app.routes import demo, health, metrics, model_card, segment
 from app.service import Service
 from app.settings import Settings, get_settings
 from model.checkpoint import Checkpoint
@@ -27,6 +28,8 @@ DESCRIPTION = """Upload an image, get a per-pixel class mask.
 mask as JSON (default), a palette PNG, COCO RLE, or an overlay for people (`?format=`).
 `POST /segment/batch` takes several `file` parts. Every error is
 `{"error": {"code": "...", "message": "..."}}`.
+
+A browser demo page that uses this API is served at [`/`](/).
 """
 
 
@@ -57,10 +60,13 @@ def create_app(settings: Settings | None = None, checkpoint: Checkpoint | None =
     app.state.metrics = Metrics()
     app.state.service = None
     install_error_handlers(app)
-    for router in (segment.router, model_card.router, health.router, metrics.router):
+    for router in (segment.router, model_card.router, health.router, metrics.router,
+                   demo.router):
         app.include_router(router)
-    # Last added is outermost: CORS headers on every response, metrics see the limit's 413s.
+    # Last added is outermost: CORS headers on every response, metrics see the 401s and 413s.
+    app.add_middleware(LoadShedMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, routes=app.router.routes)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

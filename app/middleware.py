@@ -1,13 +1,14 @@
-"""Pure-ASGI middleware: the upload byte limit and per-route request metrics."""
+"""Pure-ASGI middleware: the upload byte limit, load shedding and per-route request metrics."""
 
 from __future__ import annotations
 
 import json
 import time
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app.errors import APIError, error_body
 from app.metrics import Metrics
 
 
@@ -16,10 +17,11 @@ class BodyTooLarge(Exception):
 
 
 async def send_json(send: Send, status: int, body: dict,
-                    headers: dict[str, str] | None = None) -> None:
+                    headers: dict[str, str] | None = None, close: bool = True) -> None:
+    """A JSON response; `close` (for a body left unread) ends the connection after it."""
     payload = json.dumps(body).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-           (b"connection", b"close")]
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(b"connection", b"close")] if close else []
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
@@ -80,6 +82,39 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if not started and not replaced:
                 await send_json(send, 413, self._too_large(f"over {self.max_bytes:,} bytes"))
+
+
+async def _drain(receive: Receive) -> None:
+    """Read the request body to its end without keeping it."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+class LoadShedMiddleware:
+    """503 `queue_full` for uploads to `paths` while the service is at capacity, before the
+    multipart body is parsed or any image decoded: the body is read and dropped, so the
+    refusal is cheap under a burst and the connection stays usable."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...] = ("/segment", "/segment/batch")):
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            app = scope["app"]  # the Starlette app, set before its middleware runs
+            service = getattr(app.state, "service", None)
+            route = next((r for r in app.router.routes if r.matches(scope)[0] is Match.FULL), None)
+            if service is not None and getattr(route, "path", None) in self.paths:
+                try:
+                    service.check_capacity()
+                except APIError as exc:
+                    scope["route"] = route  # as the router would: metrics count it by route
+                    await _drain(receive)
+                    return await send_json(send, exc.status, error_body(exc.code, exc.message),
+                                           exc.headers, close=False)
+        await self.app(scope, receive, send)
 
 
 class RequestMetricsMiddleware:

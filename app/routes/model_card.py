@@ -33,7 +33,8 @@ async def model_card(service: ServiceDep) -> ModelCard:
         architecture={**asdict(ckpt.config), "parameters": count_parameters(ckpt.model)},
         batching={"max_batch_size": s.max_batch_size, "max_batch_delay_ms": s.max_batch_delay_ms,
                   "max_queue": s.max_queue, "request_timeout_s": s.request_timeout_s,
-                  "forward": "stacked" if service.segmenter.options.stacked else "per_item"},
+                  "forward": "stacked" if service.segmenter.options.stacked else "per_item",
+                  "workers": service.batcher.workers, "threads": service.threads},
         versions=ckpt.versions, device=str(service.device),
         backend=service.segmenter.options.backend, engine=service.segmenter.options.engine,
     )

@@ -1,0 +1,27 @@
+"""A real server (`python -m app`, the shipped weights) on a loopback port, for the e2e tests."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.load import start_server
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_ENV = {"DECONVSEG_CHECKPOINT": str(ROOT / "weights/model.pt"), "DECONVSEG_DEVICE": "cpu",
+              "DECONVSEG_THREADS": "1", "DECONVSEG_IO_THREADS": "1"}
+
+
+def serve(env: dict[str, str]) -> Iterator[str]:
+    """Start the server, yield its base URL, and always stop it."""
+    proc, base = start_server({**SERVER_ENV, **env})
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[str]:
+    yield from serve({})

@@ -1,0 +1,176 @@
+"""The demo page in a real browser: Playwright driving Debian's Chromium against a real server.
+
+`DECONVSEG_DEMO_SCREENSHOT=docs/demo.png pytest tests/e2e/test_demo_page.py` also saves the
+README's screenshot of a segmented scene.
+"""
+
+import base64
+import io
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from bench.load import scene_jpeg
+from tests.e2e.conftest import serve
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+API_KEY = "demo-key"
+TIMEOUT_MS = 60_000  # two shared cores: a segmentation can wait behind other work
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "Chromium is required: apt-get install chromium (.ci/run does)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--no-sandbox", "--headless"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 760}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[str]:
+    yield from serve({"DECONVSEG_API_KEY": API_KEY})
+
+
+def upload(page, name: str, data: bytes, mime: str) -> None:
+    page.set_input_files("#file", files=[{"name": name, "mimeType": mime, "buffer": data}])
+
+
+def legend(page) -> list[tuple[str, str]]:
+    rows = page.locator("#legend tr")
+    return [(rows.nth(i).get_attribute("data-class"), rows.nth(i).locator("td").nth(1).inner_text())
+            for i in range(rows.count())]
+
+
+def canvas_pixels(page) -> np.ndarray:
+    url = page.eval_on_selector("#overlay", "canvas => canvas.toDataURL('image/png')")
+    data = base64.b64decode(url.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def test_upload_shows_overlay_legend_latency_and_download(page, server):
+    card = httpx.get(f"{server}/model", timeout=30).json()
+    scene = scene_jpeg(256, 11)
+    api = httpx.post(f"{server}/segment", files={"file": ("scene.jpg", scene)}, timeout=60).json()
+    outside, script_errors = [], []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
+               else (outside.append(route.request.url), route.abort()))
+    page.goto(f"{server}/")
+    page.wait_for_selector("#legend tr")
+
+    upload(page, "scene.jpg", scene, "image/jpeg")
+    page.wait_for_selector("#result[data-state=done]")
+
+    rows = legend(page)
+    assert [name for name, _ in rows] == card["classes"]
+    for name, shown in rows:  # one decimal, "<0.1%" for a trace, as the API's fraction
+        area = api["areas"][name] * 100
+        assert shown == "<0.1%" if 0 < area < 0.05 else abs(float(shown[:-1]) - area) <= 0.05
+    assert re.fullmatch(r"Latency: \d+ ms round trip · server: decode [\d.]+ ms, queue [\d.]+ ms, "
+                        r"inference [\d.]+ ms, encode [\d.]+ ms", page.inner_text("#latency"))
+    assert "scene.jpg" in page.get_attribute("#original", "alt")
+    overlay = canvas_pixels(page)
+    assert overlay.shape == (256, 256, 3)
+    if path := os.environ.get("DECONVSEG_DEMO_SCREENSHOT"):
+        page.screenshot(path=path)
+
+    with page.expect_download() as download_info:
+        page.click("#download")
+    download = download_info.value
+    assert download.suggested_filename == "scene.mask.png"
+    with Image.open(download.path()) as mask:
+        served = httpx.post(f"{server}/segment?format=png", files={"file": ("s.jpg", scene)},
+                            timeout=60)
+        assert mask.mode == "P"
+        assert np.array_equal(np.asarray(mask), np.asarray(Image.open(io.BytesIO(served.content))))
+    assert outside == [] and script_errors == []
+
+
+def test_opacity_slider_blends_the_mask_over_the_image(page, server):
+    page.goto(f"{server}/")
+    upload(page, "scene.jpg", scene_jpeg(128, 2), "image/jpeg")
+    page.wait_for_selector("#result[data-state=done]")
+    page.fill("#opacity", "0")
+    plain = canvas_pixels(page)
+    page.fill("#opacity", "100")
+    full = canvas_pixels(page)
+    assert page.inner_text("#opacity-value") == "100%"
+    changed = np.any(plain != full, axis=-1)
+    assert 0 < changed.mean() < 1  # background pixels keep the image at any opacity
+    palette = np.asarray(httpx.get(f"{server}/model", timeout=30).json()["palette"][1:])
+    painted = full[changed]
+    assert np.all(np.any(np.all(painted[:, None, :] == palette[None], axis=-1), axis=1))
+
+
+def test_a_refused_upload_shows_the_api_message_in_an_alert(page, server):
+    junk = b"this is a text file, not an image"
+    expected = httpx.post(f"{server}/segment", files={"file": ("notes.txt", junk)},
+                          timeout=30).json()["error"]["message"]
+    page.goto(f"{server}/")
+    assert page.get_by_role("alert").is_hidden()
+
+    upload(page, "notes.txt", junk, "text/plain")
+
+    alert = page.get_by_role("alert")
+    alert.wait_for(state="visible")
+    assert expected in alert.inner_text() and "notes.txt" in alert.inner_text()
+
+
+def test_file_input_and_slider_are_reachable_by_keyboard(page, server):
+    page.goto(f"{server}/")
+    reached = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id"))
+    assert "file" in reached and "opacity" in reached
+    assert reached.index("file") < reached.index("opacity")
+    page.focus("#opacity")
+    page.keyboard.press("ArrowLeft")
+    assert page.input_value("#opacity") == "45" and page.inner_text("#opacity-value") == "45%"
+
+
+def test_phone_width_stacks_the_panels_without_sideways_scrolling(page, server):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{server}/")
+    upload(page, "scene.jpg", scene_jpeg(96, 4), "image/jpeg")
+    page.wait_for_selector("#result[data-state=done]")
+    original = page.locator("#result figure").nth(0).bounding_box()
+    overlay = page.locator("#result figure").nth(1).bounding_box()
+    assert overlay["y"] >= original["y"] + original["height"] and overlay["x"] == original["x"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_with_an_api_key_the_page_asks_for_it_then_works(page, keyed_server):
+    page.goto(f"{keyed_server}/")
+    alert = page.get_by_role("alert")
+    alert.wait_for(state="visible")
+    assert "a valid API key is required" in alert.inner_text()
+    assert page.locator("#key-box").get_attribute("open") is not None
+
+    page.fill("#api-key", API_KEY)
+    page.press("#api-key", "Enter")  # submits the key: the page reloads the model card
+    page.wait_for_selector("#legend tr")
+    assert alert.is_hidden()
+    upload(page, "scene.jpg", scene_jpeg(64, 1), "image/jpeg")
+    page.wait_for_selector("#result[data-state=done]")
