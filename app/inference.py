@@ -146,6 +146,13 @@ class Segmenter:
                                                     enabled=self._autocast):
             return self._predict(items)
 
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Normalised (B, 3, h, w) → float logits (B, K, h, w): the network as the service runs
+        it (engine, dtype, channels_last, inference mode). The benchmark times this."""
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
+                                                    enabled=self._autocast):
+            return self._forward(batch)
+
     def _predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         if len(items) == 1 and self.needs_tiling(items[0]):
             return [self._predict_tiled(items[0])]

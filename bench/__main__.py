@@ -24,6 +24,18 @@ from model.net import count_flops
 
 RESULTS = Path(__file__).parent / "results"
 
+# Served configurations: "<backend> <engine>, <workers>, batching on|off". The first is the
+# default (`auto` settings on this 2-core AVX512-BF16 CPU); the others isolate one change each.
+SERVED_CONFIGS: list[tuple[str, dict[str, str]]] = [
+    ("bf16 torchscript, 2 workers, batching on", {"DECONVSEG_WORKERS": "2"}),
+    ("bf16 torchscript, 2 workers, batching off", {"DECONVSEG_WORKERS": "2",
+                                                   "DECONVSEG_MAX_BATCH_SIZE": "1"}),
+    ("bf16 torchscript, 1 worker, batching on", {"DECONVSEG_WORKERS": "1"}),
+    ("bf16 eager, 1 worker, batching on", {"DECONVSEG_ENGINE": "eager", "DECONVSEG_WORKERS": "1"}),
+    ("fp32 torchscript, 2 workers, batching on", {"DECONVSEG_BACKEND": "fp32",
+                                                  "DECONVSEG_WORKERS": "2"}),
+]
+
 
 def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: int,
            seconds: float, module: str = "app") -> list[dict]:
@@ -34,7 +46,8 @@ def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: in
         rows = []
         for c in levels:
             asyncio.run(generate_load(f"{base}/segment", images, c, max(2 * c, 16), 20))
-            row = asyncio.run(generate_load(f"{base}/segment", images, c, requests, seconds))
+            row = asyncio.run(generate_load(f"{base}/segment", images, c, requests, seconds,
+                                            proc.pid))
             rows.append(row)
             print(f"  {module} {env or ''} c={c:>2}: {row['requests_per_s']:6.2f} req/s  "
                   f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
@@ -64,7 +77,7 @@ def main() -> None:
     print("2. in-process", flush=True)
     result["inprocess"] = inprocess.run(
         args.checkpoint, [256] if quick else [256, 512], [1, 4] if quick else [1, 2, 4, 8, 16],
-        list(inprocess.BACKENDS), 1.0 if quick else 3.0)
+        list(inprocess.BACKENDS), list(inprocess.ENGINES), 1.0 if quick else 2.0)
     for r in result["inprocess"]:
         print(f"  {r}", flush=True)
 
@@ -72,13 +85,10 @@ def main() -> None:
     levels = [1, 16] if quick else [1, 4, 16, 32, 64]
     requests, seconds = (60, 10) if quick else (300, 25)
     result["served"] = {}
-    for backend in inprocess.BACKENDS:
-        for batching in ("on", "off"):
-            env = {"DECONVSEG_BACKEND": backend}
-            if batching == "off":
-                env["DECONVSEG_MAX_BATCH_SIZE"] = "1"
-            result["served"][f"{backend}, batching {batching}"] = served(
-                args.checkpoint, env, levels, requests, seconds)
+    for name, env in SERVED_CONFIGS:
+        if quick and name != SERVED_CONFIGS[0][0]:
+            continue
+        result["served"][name] = served(args.checkpoint, env, levels, requests, seconds)
 
     print("4. naive baseline", flush=True)
     result["naive"] = served(args.checkpoint, {}, levels, requests, seconds,

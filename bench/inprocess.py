@@ -1,7 +1,9 @@
 """In-process model throughput: `python -m bench.inprocess [CHECKPOINT] --size 256 --batch 1 8`.
 
-Times the network alone (inference_mode, channels_last) per backend — fp32 eager and bf16
-autocast, the ones the service offers — on random normalised input, after warm-up.
+Times the network alone, exactly as the service runs it (`Segmenter.forward`: engine, dtype,
+channels_last, inference mode), per backend and engine, on random normalised input after
+warm-up. `--workers 2` also times two threads each running batch-1 forwards on an equal share of
+the torch threads, the service's worker pool without HTTP.
 """
 
 from __future__ import annotations
@@ -9,39 +11,77 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 
 import torch
 
+from app.inference import InferenceOptions, Segmenter
 from model.checkpoint import load_checkpoint
 
 BACKENDS = ("fp32", "bf16")
+ENGINES = ("eager", "torchscript")
 
 
-def time_batches(model: torch.nn.Module, size: int, batch: int, seconds: float,
-                 backend: str = "fp32") -> dict:
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
-                                                enabled=backend == "bf16"):
-        for _ in range(3):
-            model(x)
-        latencies = []
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds or len(latencies) < 5:
-            t0 = time.perf_counter()
-            model(x)
-            latencies.append(time.perf_counter() - t0)
-    median = statistics.median(latencies)
-    return {"backend": backend, "size": size, "batch": batch,
-            "images_per_s": round(batch / median, 2), "latency_ms": round(median * 1000, 2),
-            "runs": len(latencies)}
+def segmenter(checkpoint: str, backend: str, engine: str) -> Segmenter:
+    return Segmenter(load_checkpoint(checkpoint), InferenceOptions(backend=backend, engine=engine),
+                     torch.device("cpu"))
+
+
+def _timed(seg: Segmenter, x: torch.Tensor, seconds: float) -> list[float]:
+    for _ in range(3):
+        seg.forward(x)
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(latencies) < 5:
+        t0 = time.perf_counter()
+        seg.forward(x)
+        latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
+def time_batches(seg: Segmenter, size: int, batch: int, seconds: float) -> dict:
+    x = torch.randn(batch, 3, size, size)
+    median = statistics.median(_timed(seg, x, seconds))
+    return {"backend": seg.options.backend, "engine": seg.options.engine, "size": size,
+            "batch": batch, "workers": 1, "images_per_s": round(batch / median, 2),
+            "latency_ms": round(median * 1000, 2)}
+
+
+def time_workers(seg: Segmenter, size: int, workers: int, seconds: float) -> dict:
+    """`workers` threads, batch 1 each, torch threads split between them; images/s of all."""
+    x = torch.randn(1, 3, size, size)
+    share = max(1, torch.get_num_threads() // workers)
+    counts: list[list[float]] = []
+
+    def work() -> None:
+        torch.set_num_threads(share)  # per thread under OpenMP, as in the service
+        counts.append(_timed(seg, x, seconds))
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    images = sum(len(c) for c in counts)
+    busy = max(sum(c) for c in counts)
+    median = statistics.median([v for c in counts for v in c])
+    return {"backend": seg.options.backend, "engine": seg.options.engine, "size": size,
+            "batch": 1, "workers": workers, "images_per_s": round(images / busy, 2),
+            "latency_ms": round(median * 1000, 2)}
 
 
 def run(checkpoint: str, sizes: list[int], batches: list[int], backends: list[str],
-        seconds: float) -> list[dict]:
-    model = load_checkpoint(checkpoint).model.to(memory_format=torch.channels_last)
-    return [time_batches(model, s, b, seconds, be)
-            for be in backends for s in sizes for b in batches]
+        engines: list[str], seconds: float, workers: int = 2) -> list[dict]:
+    rows = []
+    for backend in backends:
+        for engine in engines:
+            seg = segmenter(checkpoint, backend, engine)
+            for size in sizes:
+                rows += [time_batches(seg, size, b, seconds) for b in batches]
+                if workers > 1:
+                    rows.append(time_workers(seg, size, workers, seconds))
+    return rows
 
 
 def main() -> None:
@@ -49,16 +89,20 @@ def main() -> None:
     parser.add_argument("checkpoint", nargs="?", default="weights/model.pt")
     parser.add_argument("--size", type=int, nargs="+", default=[256])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--backend", nargs="+", default=["fp32"], choices=BACKENDS)
-    parser.add_argument("--seconds", type=float, default=5.0, help="timing budget per point")
+    parser.add_argument("--backend", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--engine", nargs="+", default=list(ENGINES), choices=ENGINES)
+    parser.add_argument("--workers", type=int, default=2, help="also time this many workers")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per point")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run(args.checkpoint, args.size, args.batch, args.backend, args.seconds)
+    rows = run(args.checkpoint, args.size, args.batch, args.backend, args.engine, args.seconds,
+               args.workers)
     for r in rows:
-        print(f"{r['backend']:>4} {r['size']}² batch {r['batch']:>2}: {r['images_per_s']:8.2f} "
-              f"img/s, {r['latency_ms']:8.2f} ms/batch ({r['runs']} runs)")
+        print(f"{r['backend']:>4} {r['engine']:>11} {r['size']}² batch {r['batch']:>2} "
+              f"workers {r['workers']}: {r['images_per_s']:8.2f} img/s, "
+              f"{r['latency_ms']:8.2f} ms/batch")
     print(json.dumps({"threads": torch.get_num_threads(), "results": rows}))
 
 

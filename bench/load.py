@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -31,16 +32,41 @@ def scene_jpeg(size: int, index: int) -> bytes:
     return buffer.getvalue()
 
 
+BOUNDARY = "deconvseg-bench-7f3a"
+
+
+def multipart_body(jpeg: bytes) -> bytes:
+    """One `file` part, as curl -F or httpx files= would send it."""
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"scene.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + jpeg + (
+        f"\r\n--{BOUNDARY}--\r\n").encode()
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; nan elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def generate_load(url: str, images: list[bytes], concurrency: int, requests: int,
-                        max_seconds: float) -> dict:
+                        max_seconds: float, server_pid: int | None = None) -> dict:
+    """Post `requests` images from `concurrency` clients; also the CPU each side spent."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     counter = iter(range(requests))
     stop_at = time.perf_counter() + max_seconds
+
+    # The multipart bodies are built once: the load generator shares the server's cores, so its
+    # own CPU per request is kept small (and reported).
+    bodies = [multipart_body(image) for image in images]
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
     async def worker(client: httpx.AsyncClient) -> None:
         for i in counter:
@@ -48,8 +74,7 @@ async def generate_load(url: str, images: list[bytes], concurrency: int, request
                 return
             t0 = time.perf_counter()
             try:
-                r = await client.post(url, files={"file": ("x.jpg", images[i % len(images)],
-                                                            "image/jpeg")})
+                r = await client.post(url, content=bodies[i % len(bodies)], headers=headers)
                 status = r.status_code
             except httpx.HTTPError:
                 status = 0
@@ -58,16 +83,23 @@ async def generate_load(url: str, images: list[bytes], concurrency: int, request
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        server_cpu = process_cpu_seconds(server_pid) if server_pid else float("nan")
+        client_cpu = time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = (process_cpu_seconds(server_pid) if server_pid else float("nan")) - server_cpu
     ok = statuses.get(200, 0)
+    per_request = 1000 / max(len(latencies), 1)
     return {"concurrency": concurrency, "requests": len(latencies), "ok": ok,
             "errors": len(latencies) - ok, "seconds": round(elapsed, 2),
             "requests_per_s": round(ok / elapsed, 2),
             "p50_ms": round(percentile(latencies, 50) * 1000, 1),
             "p95_ms": round(percentile(latencies, 95) * 1000, 1),
             "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            "server_cpu_ms_per_request": round(server_cpu * per_request, 2),
+            "client_cpu_ms_per_request": round(client_cpu * per_request, 2),
             "statuses": statuses}
 
 
@@ -115,11 +147,12 @@ def main() -> None:
         for c in args.concurrency:
             asyncio.run(generate_load(f"{base}/segment", images, c, min(c * 4, 32), 30))  # warm
             rows.append(asyncio.run(generate_load(f"{base}/segment", images, c, args.requests,
-                                                  args.max_seconds)))
+                                                  args.max_seconds, proc.pid)))
             r = rows[-1]
             print(f"concurrency {c:>3}: {r['requests_per_s']:7.2f} req/s  p50 {r['p50_ms']:7.1f} "
                   f"ms  p95 {r['p95_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
-                  f"errors {r['errors']}", flush=True)
+                  f"errors {r['errors']}  cpu/request: server {r['server_cpu_ms_per_request']} "
+                  f"ms, client {r['client_cpu_ms_per_request']} ms", flush=True)
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         batch = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
                  if line.startswith(("deconvseg_batch_size_sum", "deconvseg_batch_size_count"))}

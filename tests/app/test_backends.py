@@ -42,3 +42,26 @@ def test_auto_backend_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
     assert resolve_backend("auto", cpu) == "fp32"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert resolve_backend("auto", cpu) == "bf16"
+
+
+@pytest.mark.slow
+def test_masks_do_not_depend_on_the_worker_thread_count():
+    """Workers switch between all threads (alone) and a share (busy); the mask must not."""
+    import threading
+
+    ckpt = load_checkpoint(SHIPPED)
+    seg = Segmenter(ckpt, InferenceOptions(backend="bf16", engine="torchscript"),
+                    torch.device("cpu"))
+    scenes = SyntheticScenes(6, size=256, seed=HELD_OUT_SEED)
+    items = [seg.prepare(scenes.render(i)[0]) for i in range(len(scenes))]
+    masks: dict[int, list[np.ndarray]] = {}
+
+    def run(threads: int) -> None:
+        torch.set_num_threads(threads)
+        masks[threads] = [seg.predict([item])[0] for item in items]
+
+    for threads in (1, 2):
+        worker = threading.Thread(target=run, args=(threads,))
+        worker.start()
+        worker.join()
+    assert all(np.array_equal(a, b) for a, b in zip(masks[1], masks[2], strict=True))

@@ -176,3 +176,44 @@ async def test_partial_batch_closes_after_the_max_delay():
     assert [r.value for r in results] == [0, 10, 20]
     assert gate.calls == [[0], [1, 2]]
     assert all(r.queue_seconds >= 0 and r.compute_seconds >= 0 for r in results)
+
+
+async def test_two_workers_compute_two_items_at_the_same_time():
+    both_inside = threading.Barrier(2, timeout=10)
+    threads: set[str] = set()
+    seen_busy: list[int] = []
+
+    def predict(items):
+        threads.add(threading.current_thread().name)
+        both_inside.wait()  # only returns once the other worker is inside predict too
+        seen_busy.append(batcher.busy)
+        return [x * 10 for x in items]
+
+    batcher = Batcher(predict, max_batch_size=1, workers=2)
+    batcher.start()
+    try:
+        results = await asyncio.gather(batcher.submit(1, 30), batcher.submit(2, 30))
+    finally:
+        batcher.stop()
+    assert [r.value for r in results] == [10, 20]
+    assert len(threads) == 2 and seen_busy == [2, 2]
+
+
+async def test_one_dead_worker_makes_the_pool_not_alive():
+    def predict(items):
+        raise SystemExit("worker bug")  # not an Exception: escapes the per-item isolation
+
+    batcher = Batcher(predict, workers=2)
+    batcher.start()
+    try:
+        assert batcher.alive
+        with pytest.raises(Exception, match="inference worker died"):
+            await batcher.submit(1, 30)
+        assert not batcher.alive
+    finally:
+        batcher.stop(timeout=1)
+
+
+def test_zero_workers_is_rejected():
+    with pytest.raises(ValueError, match="workers"):
+        Batcher(lambda xs: xs, workers=0)
