@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench import inprocess, limit, scaling
+from bench import alternatives, inprocess, limit, scaling
 from bench.load import generate_load, scene_jpeg, start_server
 from bench.report import write_report
 from model.checkpoint import load_checkpoint
@@ -79,6 +79,11 @@ def main() -> None:
         args.checkpoint, [256] if quick else [256, 512], [1, 4] if quick else [1, 2, 4, 8, 16],
         list(inprocess.BACKENDS), list(inprocess.ENGINES), 1.0 if quick else 2.0)
     for r in result["inprocess"]:
+        print(f"  {r}", flush=True)
+
+    print("2b. alternatives (not served)", flush=True)
+    result["alternatives"] = alternatives.run(args.checkpoint, 1.0 if quick else 3.0)
+    for r in result["alternatives"]:
         print(f"  {r}", flush=True)
 
     print("3. served", flush=True)

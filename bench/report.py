@@ -127,6 +127,11 @@ def write_report(result: dict, out: Path) -> None:
                     [[r["backend"], r.get("engine", "eager"), f"{r['size']}²", r["batch"],
                       r.get("workers", 1), r["images_per_s"], r["latency_ms"]]
                      for r in result["inprocess"]]),
+             "", "## 2b. Alternatives measured, not served (256², batch 1)", "",
+             _table(["backend", "setup s", "ms", "img/s", "mask agreement with fp32"],
+                    [[r["backend"], r.get("setup_s", ""), r.get("latency_ms", ""),
+                      r.get("images_per_s", r.get("error", "")), r.get("agreement", "")]
+                     for r in result.get("alternatives", [])]),
              "", "## 3–4. Served (256² JPEG, load generator in a separate process)", ""]
     rows = []
     for name, series in [*result["served"].items(), ("naive baseline", result["naive"])]:

@@ -1,0 +1,79 @@
+"""Where one 256² request's time goes, stage by stage: `python -m bench.stages [CHECKPOINT]`.
+
+Each stage of the served path is timed alone on the service's own functions (median of many
+runs, one thread unless said): decode (Pillow, EXIF, RGB), preprocess (normalise to the model's
+input), forward (the served engine, all threads), mask (argmax → uint8), and the two response
+encodings (palette PNG; the JSON document with base64 PNG and areas). The HTTP layer (uvicorn,
+multipart parsing, routing) is what the served figures add on top: `bench.load` reports the
+server's CPU per request to compare with the sum here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from app import encode
+from app.decode import decode_image
+from app.inference import InferenceOptions, Segmenter, resolve_backend
+from bench.load import scene_jpeg
+from model.checkpoint import load_checkpoint
+
+
+def _median_ms(fn: Callable[[], object], runs: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1000, 3)
+
+
+def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
+    ckpt = load_checkpoint(checkpoint)
+    cpu = torch.device("cpu")
+    seg = Segmenter(ckpt, InferenceOptions(backend=resolve_backend("auto", cpu),
+                                           engine="torchscript"), cpu)
+    jpeg = scene_jpeg(size, 3)
+    image = decode_image(jpeg, 40_000_000)
+    item = seg.prepare(image)
+    logits = seg.forward(item.tensor[None])
+    mask = seg.predict([item])[0]
+    doc = {"width": size, "height": size, "classes": ckpt.classes,
+           "mask": {"encoding": "png", "data": encode.mask_png_base64(mask, ckpt.palette)},
+           "areas": encode.areas(mask, ckpt.classes)}
+    stages: list[tuple[str, Callable[[], object]]] = [
+        ("decode (JPEG → RGB uint8)", lambda: decode_image(jpeg, 40_000_000)),
+        ("preprocess (normalise)", lambda: seg.prepare(image)),
+        (f"forward ({seg.options.backend} {seg.options.engine}, "
+         f"{torch.get_num_threads()} threads)", lambda: seg.forward(item.tensor[None])),
+        ("mask (argmax → uint8)", lambda: logits[0].argmax(0).to(torch.uint8).numpy()),
+        ("encode png", lambda: encode.mask_png(mask, ckpt.palette)),
+        ("encode json (base64 png + areas)", lambda: json.dumps(
+            {**doc, "mask": {"encoding": "png",
+                             "data": encode.mask_png_base64(mask, ckpt.palette)},
+             "areas": encode.areas(mask, ckpt.classes)}).encode()),
+    ]
+    return [{"stage": name, "ms": _median_ms(fn, runs)} for name, fn in stages]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", nargs="?", default="weights/model.pt")
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+    rows = run(args.checkpoint, runs=args.runs)
+    for row in rows:
+        print(f"{row['ms']:8.3f} ms  {row['stage']}")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
