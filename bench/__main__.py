@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench import alternatives, inprocess, limit, scaling
+from bench import alternatives, inprocess, limit, scaling, stages
 from bench.load import generate_load, scene_jpeg, start_server
 from bench.report import write_report
 from model.checkpoint import load_checkpoint
@@ -84,6 +84,11 @@ def main() -> None:
     print("2b. alternatives (not served)", flush=True)
     result["alternatives"] = alternatives.run(args.checkpoint, 1.0 if quick else 3.0)
     for r in result["alternatives"]:
+        print(f"  {r}", flush=True)
+
+    print("2c. stage costs of one 256² request", flush=True)
+    result["stages"] = stages.run(args.checkpoint)
+    for r in result["stages"]:
         print(f"  {r}", flush=True)
 
     print("3. served", flush=True)

@@ -132,6 +132,8 @@ def write_report(result: dict, out: Path) -> None:
                     [[r["backend"], r.get("setup_s", ""), r.get("latency_ms", ""),
                       r.get("images_per_s", r.get("error", "")), r.get("agreement", "")]
                      for r in result.get("alternatives", [])]),
+             "", "## 2c. Stage costs of one 256² request (the service's own functions)", "",
+             _table(["stage", "ms"], [[r["stage"], r["ms"]] for r in result.get("stages", [])]),
              "", "## 3–4. Served (256² JPEG, load generator in a separate process)", ""]
     rows = []
     for name, series in [*result["served"].items(), ("naive baseline", result["naive"])]:
