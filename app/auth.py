@@ -1,25 +1,27 @@
 """Optional API key: `Authorization: Bearer KEY` or `X-API-Key: KEY`, compared in constant time.
 
-A route asks for the key by declaring the `APIKey` dependency (which also documents it in the
-OpenAPI schema). `ApiKeyMiddleware` enforces it for those routes before the app runs, so an
-unauthenticated upload is refused with 401 without reading its body.
+A route asks for the key by declaring the `APIKey` dependency, which puts a security
+requirement on it in the OpenAPI schema. `ApiKeyMiddleware` enforces the key on exactly those
+paths before the app runs, so an unauthenticated upload is refused with 401 without reading its
+body (the dependency alone would run only after FastAPI has parsed the multipart body).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
-from typing import Annotated
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import APIError, error_body
-from app.middleware import send_json
+from app.middleware import RouteLabel, send_json
 
 bearer_scheme = HTTPBearer(auto_error=False, description="DECONVSEG_API_KEY as a bearer token")
 header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -51,10 +53,10 @@ def require_api_key(
 APIKey = Depends(require_api_key)
 
 
-def _needs_key(route: BaseRoute) -> bool:
-    dependant = getattr(route, "dependant", None)
-    return dependant is not None and any(d.call is require_api_key
-                                         for d in dependant.dependencies)
+def protected_paths(openapi: dict[str, Any]) -> dict[str, re.Pattern]:
+    """Path template → regex, for every path with an operation that requires the key."""
+    return {path: compile_path(path)[0] for path, item in openapi["paths"].items()
+            if any(isinstance(op, dict) and op.get("security") for op in item.values())}
 
 
 def _supplied_key(scope: Scope) -> str:
@@ -66,19 +68,22 @@ def _supplied_key(scope: Scope) -> str:
 
 
 class ApiKeyMiddleware:
-    """401 before the body is read, for requests to routes that declare `APIKey`."""
+    """401 before the body is read, on the paths whose operations require the key."""
 
     def __init__(self, app: ASGIApp, api_key: SecretStr | None,
-                 routes: Sequence[BaseRoute]) -> None:
+                 openapi: Callable[[], dict[str, Any]]) -> None:
         self.app = app
         self.api_key = api_key
-        self.routes = routes  # the app's live route list
+        self.openapi = openapi  # the app's schema, built once on first use
+        self._protected: dict[str, re.Pattern] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.api_key is not None:
-            route = next((r for r in self.routes
-                          if _needs_key(r) and r.matches(scope)[0] is Match.FULL), None)
-            if route is not None and not key_matches(_supplied_key(scope), self.api_key):
-                scope["route"] = route  # as the router would: metrics count it by route
+            if self._protected is None:
+                self._protected = protected_paths(self.openapi())
+            path = next((template for template, regex in self._protected.items()
+                         if regex.match(scope["path"])), None)
+            if path is not None and not key_matches(_supplied_key(scope), self.api_key):
+                scope["route"] = RouteLabel(path)  # metrics count it under its route
                 return await send_json(send, 401, error_body("unauthorized", MESSAGE), CHALLENGE)
         await self.app(scope, receive, send)

@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, checkpoint: Checkpoint | None =
     # Last added is outermost: CORS headers on every response, metrics see the 401s and 413s.
     app.add_middleware(LoadShedMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, routes=app.router.routes)
+    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, openapi=app.openapi)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -116,6 +116,15 @@ class Service:
     def ready(self) -> bool:
         return self.warm and not self.draining and self.batcher.alive
 
+    @property
+    def state(self) -> str:
+        """Why the service is not ready, in words, or "ready"."""
+        if self.batcher.failed is not None:
+            return "restarting (its inference worker died)"
+        if self.draining:
+            return "shutting down"
+        return "ready" if self.ready else "warming up"
+
     def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         """The batcher's predict stage (an inference thread)."""
         self._use_threads(threads_for(self.threads, self.batcher.workers, self.batcher.busy,
@@ -199,8 +208,7 @@ class Service:
     async def segment(self, data: bytes, started: float, keep_image: bool = False) -> Segmented:
         """decode → batch → predict; raises APIError for anything the client can act on."""
         if not self.ready:
-            state = "shutting down" if self.draining else "warming up"
-            raise APIError(503, "not_ready", f"the model is {state}; retry shortly",
+            raise APIError(503, "not_ready", f"the model is {self.state}; retry shortly",
                            {"Retry-After": "1"})
         self.check_capacity()
         self._admitted += 1

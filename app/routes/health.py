@@ -18,9 +18,10 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses=error_responses(503))
 async def readyz(request: Request) -> Health:
-    """Readiness: 200 once the model is loaded and warm; 503 before that and while draining."""
+    """Readiness: 200 once the model is loaded and warm; 503 before that, while draining, and
+    once the inference worker has died (the process then exits with status 3)."""
     service = request.app.state.service
     if service is None or not service.ready:
-        state = "shutting down" if service is not None and service.draining else "warming up"
+        state = "warming up" if service is None else service.state
         raise APIError(503, "not_ready", f"the service is {state}", {"Retry-After": "1"})
     return Health(status="ready")

@@ -22,7 +22,8 @@ T = TypeVar("T")
 ERRORS = error_responses(400, 401, 413, 415, 422, 500, 503, 504)
 PNG_BODY = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
 FileField = Annotated[UploadFile, File(description="the image: JPEG, PNG, WebP, BMP or GIF")]
-FilesField = Annotated[list[UploadFile], File(description="images as repeated 'file' parts")]
+FilesField = Annotated[list[UploadFile], File(description="images as repeated 'file' parts",
+                                              min_length=1)]
 FormatQuery = Annotated[Format, Query(alias="format",
                                       description="body: json, png, rle or overlay")]
 BatchFormat = Annotated[Literal["json", "rle"],

@@ -1,0 +1,71 @@
+"""Overload: refusals before decoding, and a real burst answered only with 200 or 503."""
+
+import asyncio
+
+import pytest
+
+from app.main import create_app
+from bench.overload import (
+    Tally,
+    closed_loop,
+    launch,
+    multipart_request,
+    open_loop,
+    rss_mb,
+    stop,
+)
+from tests.app.support import GatedService, image_bytes, make_settings, post_image, running_client
+
+
+class CountingDecodes(GatedService):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.decodes = 0
+
+    def _decode(self, data):
+        self.decodes += 1
+        return super()._decode(data)
+
+
+async def test_upload_at_capacity_is_refused_before_its_body_is_parsed(tiny_checkpoint):
+    settings = make_settings(tiny_checkpoint, max_batch_size=1, max_queue=1, workers=1)
+    app = create_app(settings, service_factory=CountingDecodes)
+    async with running_client(app) as client:
+        service = app.state.service
+        busy = asyncio.create_task(post_image(client, image_bytes()))
+        assert await asyncio.to_thread(service.entered.wait, 10)
+        waiting = asyncio.create_task(post_image(client, image_bytes(seed=1)))
+        assert await asyncio.to_thread(service.batcher.wait_until_queued, 1, 10)
+        # Not multipart at all: parsed, it would be a 400; refused before parsing, a 503.
+        refused = await client.post("/segment", content=b"not multipart",
+                                    headers={"content-type": "multipart/form-data; boundary=x"})
+        service.gate.set()
+        served = [(await busy).status_code, (await waiting).status_code]
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
+    assert refused.headers["retry-after"] == "1"
+    assert served == [200, 200] and service.decodes == 2  # the refused one never decoded
+
+
+@pytest.mark.slow
+def test_burst_at_ten_times_capacity_gets_only_200_or_503_and_rss_stays_bounded(
+        tiny_checkpoint, tmp_path):
+    env = {"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_DEVICE": "cpu",
+           "DECONVSEG_THREADS": "1", "DECONVSEG_WORKERS": "1", "DECONVSEG_MAX_BATCH_SIZE": "1",
+           "DECONVSEG_MAX_QUEUE": "1"}
+    proc, base = launch(env, tmp_path / "server.log")
+    try:
+        requests = [multipart_request(base, image_bytes(384, 384, seed=i)) for i in range(4)]
+        tally = Tally()
+        busy = asyncio.run(closed_loop(base, requests, 2, 2, tally))
+        capacity = sum(o.status == 200 for o in busy) / 2
+        bursts, rss = [], []
+        for _ in range(2):  # the same burst twice: memory must not grow with each one
+            outcomes, _ = asyncio.run(open_loop(base, requests, 10 * capacity, 2, tally))
+            bursts.append(outcomes)
+            rss.append(rss_mb(proc.pid))
+    finally:
+        stop(proc)
+    outcomes = bursts[0] + bursts[1]
+    assert {o.status for o in outcomes} == {200, 503}
+    assert all(o.retry_after for o in outcomes if o.status == 503)
+    assert rss[1] < 1.1 * rss[0]
