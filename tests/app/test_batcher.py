@@ -179,14 +179,15 @@ async def test_partial_batch_closes_after_the_max_delay():
 
 
 async def test_two_workers_compute_two_items_at_the_same_time():
-    both_inside = threading.Barrier(2, timeout=10)
     threads: set[str] = set()
     seen_busy: list[int] = []
+    # The action runs once both workers are inside predict, before either may leave.
+    both_inside = threading.Barrier(2, action=lambda: seen_busy.append(batcher.busy),
+                                    timeout=10)
 
     def predict(items):
         threads.add(threading.current_thread().name)
-        both_inside.wait()  # only returns once the other worker is inside predict too
-        seen_busy.append(batcher.busy)
+        both_inside.wait()
         return [x * 10 for x in items]
 
     batcher = Batcher(predict, max_batch_size=1, workers=2)
@@ -196,7 +197,7 @@ async def test_two_workers_compute_two_items_at_the_same_time():
     finally:
         batcher.stop()
     assert [r.value for r in results] == [10, 20]
-    assert len(threads) == 2 and seen_busy == [2, 2]
+    assert len(threads) == 2 and seen_busy == [2]
 
 
 async def test_one_dead_worker_makes_the_pool_not_alive():
@@ -217,3 +218,20 @@ async def test_one_dead_worker_makes_the_pool_not_alive():
 def test_zero_workers_is_rejected():
     with pytest.raises(ValueError, match="workers"):
         Batcher(lambda xs: xs, workers=0)
+
+
+async def test_sequential_requests_all_run_on_the_first_worker():
+    threads: list[str] = []
+
+    def predict(items):
+        threads.append(threading.current_thread().name)
+        return items
+
+    batcher = Batcher(predict, workers=3)
+    batcher.start()
+    try:
+        for i in range(8):
+            assert (await batcher.submit(i, 30)).value == i
+    finally:
+        batcher.stop()
+    assert set(threads) == {"inference-worker-0"}
