@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from app.allocator import tune_malloc
 from app.inference import DeviceUnavailable, resolve_device
 from app.main import create_app
 from app.settings import describe_validation_error, get_settings
@@ -63,6 +64,7 @@ def main() -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_malloc()  # before the model allocates: no page faults per forward (app/allocator.py)
     try:
         checkpoint = load_checkpoint(settings.checkpoint, device=resolve_device(settings.device),
                                      expected_sha256=settings.pinned_sha256)

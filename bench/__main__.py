@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from app.allocator import tune_malloc
 from bench import alternatives, inprocess, limit, scaling, stages
 from bench.load import generate_load, scene_jpeg, start_server
 from bench.report import write_report
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     quick = args.quick
+    tune_malloc()  # in-process rows run as `python -m app` does (served ones start their own)
     started = time.time()
     model = load_checkpoint(args.checkpoint).model
     result: dict = {"checkpoint": args.checkpoint, "torch": torch.__version__,

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from app.allocator import tune_malloc
 from app.inference import InferenceOptions, Segmenter
 from model.checkpoint import load_checkpoint
 
@@ -97,6 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    tune_malloc()  # as `python -m app` does
     rows = run(args.checkpoint, args.size, args.batch, args.backend, args.engine, args.seconds,
                args.workers)
     for r in rows:

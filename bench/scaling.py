@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from app import encode
+from app.allocator import tune_malloc
 from app.decode import decode_image
 from app.inference import InferenceOptions, Segmenter, resolve_backend
 from model.checkpoint import load_checkpoint
@@ -45,12 +46,14 @@ def peak_rss_mb() -> float:
 
 
 def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch: int) -> dict:
+    tune_malloc()  # as `python -m app` does
     data = path.read_bytes()
     device = torch.device("cpu")
     segmenter = Segmenter(load_checkpoint(checkpoint),
                           InferenceOptions(tile_size=tile, tile_overlap=overlap,
                                            tile_batch_size=tile_batch,
-                                           backend=resolve_backend("auto", device)), device)
+                                           backend=resolve_backend("auto", device),
+                                           engine="torchscript"), device)
     segmenter.warm_up(1)
     t0 = time.perf_counter()
     image = decode_image(data, 1 << 40)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from app import encode
+from app.allocator import tune_malloc
 from app.decode import decode_image
 from app.inference import InferenceOptions, Segmenter, resolve_backend
 from bench.load import scene_jpeg
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("checkpoint", nargs="?", default="weights/model.pt")
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
+    tune_malloc()  # as `python -m app` does
     rows = run(args.checkpoint, runs=args.runs)
     for row in rows:
         print(f"{row['ms']:8.3f} ms  {row['stage']}")

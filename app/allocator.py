@@ -1,0 +1,40 @@
+"""Keep freed activation memory in the process instead of handing it back to the OS each forward.
+
+glibc serves a tensor above its mmap threshold with a fresh mapping, and trims freed memory at
+the top of a heap back to the OS; the next forward then page-faults it all in again. A 256²
+forward here took ~2,300 minor page faults and 17.6 ms; with the settings below, none and
+13.8 ms (measured in one process, bf16 TorchScript, 2 threads). The price: up to
+`trim_threshold` of freed memory stays resident after a large image.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+log = logging.getLogger("deconvseg.allocator")
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MIB = 1024 * 1024
+
+
+def tune_malloc(trim_threshold: int = 256 * MIB, top_pad: int = 16 * MIB,
+                mmap_threshold: int = 32 * MIB) -> bool:
+    """Apply the settings where the C library is glibc; False (and no change) elsewhere.
+
+    32 MiB is the largest mmap threshold glibc accepts on 64-bit; tensors above it (tiles of
+    huge images) still get their own mapping and go back to the OS when freed.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = all(mallopt(param, value) == 1 for param, value in (
+        (M_MMAP_THRESHOLD, mmap_threshold), (M_TRIM_THRESHOLD, trim_threshold),
+        (M_TOP_PAD, top_pad)))
+    log.debug("malloc tuning %s", "applied" if ok else "refused")
+    return ok
