@@ -13,6 +13,7 @@ import signal
 import sys
 from types import FrameType
 
+import torch
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -65,6 +66,7 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_malloc()  # before the model allocates: no page faults per forward (app/allocator.py)
+    torch.set_num_threads(1)  # only the inference workers run OpenMP teams (service.threads_for)
     try:
         checkpoint = load_checkpoint(settings.checkpoint, device=resolve_device(settings.device),
                                      expected_sha256=settings.pinned_sha256)

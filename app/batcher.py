@@ -95,7 +95,8 @@ class Batcher(Generic[In, Out]):
         self._accepting = False
         self._stopping = False
         self._threads: list[threading.Thread] = []
-        self._busy = 0  # workers inside predict
+        self._busy = 0  # workers holding a batch
+        self._local = threading.local()  # .index in each worker thread
         self.failed: BaseException | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -214,7 +215,12 @@ class Batcher(Generic[In, Out]):
             live.append(item)
         return live
 
+    def worker_index(self) -> int:
+        """The calling worker's index (0 for any other thread)."""
+        return getattr(self._local, "index", 0)
+
     def _run(self, index: int = 0) -> None:
+        self._local.index = index
         batch: list[_Item] = []
         try:
             while (batch := self._take_batch(index)) is not None:

@@ -57,15 +57,18 @@ class Encoded:
     timings_ms: dict[str, float]
 
 
-def threads_for(threads: int, workers: int, busy: int, queued: int) -> int:
-    """Torch threads for the next forward: all of them when this worker computes alone and
-    nothing waits (lowest latency), else an equal share (no oversubscription between workers).
+def threads_for(threads: int, workers: int, busy: int, queued: int, worker: int = 0) -> int:
+    """Torch threads for worker `worker`'s next forward: all of them for worker 0 computing
+    alone with nothing waiting (lowest latency), else an equal share (no oversubscription).
 
     On this 2-core CPU two workers of one thread each served more images/s than one worker of
     two: a team of OpenMP threads waits at every layer for its slowest member, and the decode
-    and HTTP work keeps preempting one of them. Masks are the same either way (tested).
+    and HTTP work keeps preempting one of them. Only worker 0 ever runs a multi-threaded team:
+    once libgomp manages more threads than there are cores it stops spin-waiting between
+    parallel regions, which made every forward ~30 % slower here. Masks are the same at any
+    thread count (tested).
     """
-    alone = busy <= 1 and queued == 0
+    alone = worker == 0 and busy <= 1 and queued == 0
     return threads if alone or workers == 1 else max(1, threads // workers)
 
 
@@ -77,7 +80,10 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.device = resolve_device(settings.device)
-        torch.set_num_threads(settings.resolved_threads)
+        # Threads other than the inference workers compute single-threaded (workers set their
+        # own count per forward): an OpenMP team in any other thread would count against the
+        # cores and make libgomp throttle the workers' spin-waits (see `threads_for`).
+        torch.set_num_threads(1)
         self.ckpt = ckpt or load_checkpoint(settings.checkpoint, device=self.device,
                                             expected_sha256=settings.pinned_sha256)
         stacked = settings.batch_forward == "stacked" or (
@@ -128,7 +134,7 @@ class Service:
     def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         """The batcher's predict stage (an inference thread)."""
         self._use_threads(threads_for(self.threads, self.batcher.workers, self.batcher.busy,
-                                      self.batcher.depth))
+                                      self.batcher.depth, self.batcher.worker_index()))
         self.metrics.padding_ratio.observe(self.segmenter.padding_ratio(items))
         return self.segmenter.predict(items)
 
@@ -141,11 +147,21 @@ class Service:
     def start(self) -> None:
         """Warm the model up, then start the inference worker (blocking; run in a thread)."""
         t0 = time.perf_counter()
-        try:
-            self.segmenter.warm_up(self.settings.max_batch_size)
-        except Exception:
-            log.exception("warm-up failed; the service stays not ready")
-            raise
+        failed: list[BaseException] = []
+
+        def warm_up() -> None:  # in a thread of its own: its OpenMP team ends with it
+            torch.set_num_threads(self.threads)
+            try:
+                self.segmenter.warm_up(self.settings.max_batch_size)
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=warm_up, name="warm-up")
+        thread.start()
+        thread.join()
+        if failed:
+            log.error("warm-up failed; the service stays not ready", exc_info=failed[0])
+            raise failed[0]
         self.batcher.start()
         self.warm = True
         log.info("model %s (sha256 %s…) warm on %s in %.2f s; ready", self.ckpt.name,

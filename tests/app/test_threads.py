@@ -8,15 +8,16 @@ import torch
 from app.service import threads_for
 
 
-@pytest.mark.parametrize(("workers", "busy", "queued", "expected"), [
-    (2, 1, 0, 8),  # computing alone, nothing waiting: every thread
-    (2, 2, 0, 4),  # the other worker is busy: half
-    (2, 1, 3, 4),  # alone now, but work waits for the other worker: half
-    (1, 1, 5, 8),  # a single worker always uses every thread
-    (16, 16, 0, 1),  # never below one
+@pytest.mark.parametrize(("workers", "busy", "queued", "worker", "expected"), [
+    (2, 1, 0, 0, 8),  # worker 0 computing alone, nothing waiting: every thread
+    (2, 2, 0, 0, 4),  # the other worker is busy: half
+    (2, 1, 3, 0, 4),  # alone now, but work waits for the other worker: half
+    (2, 1, 0, 1, 4),  # only worker 0 ever runs a full team, even when the others are alone
+    (1, 1, 5, 0, 8),  # a single worker always uses every thread
+    (16, 16, 0, 3, 1),  # never below one
 ])
-def test_threads_for_a_forward(workers, busy, queued, expected):
-    assert threads_for(8, workers, busy, queued) == expected
+def test_threads_for_a_forward(workers, busy, queued, worker, expected):
+    assert threads_for(8, workers, busy, queued, worker) == expected
 
 
 def test_torch_thread_count_is_per_thread():
