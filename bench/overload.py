@@ -29,9 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from bench.load import free_port, percentile, scene_jpeg
+from bench.load import free_port, percentile, scene_jpeg, wait_ready
 
 RESULTS = Path(__file__).parent / "results"
 DRAINED = re.compile(r"drained; responses since start by route and status: (\{.*\})")
@@ -50,16 +48,8 @@ def launch(env: dict[str, str], log: Path, module: str = "app",
                                 env={**os.environ, "DECONVSEG_HOST": "127.0.0.1",
                                      **env, "DECONVSEG_PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_within_s
-    while time.monotonic() < deadline:  # a real process over the network: nothing to wait on
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+    if wait_ready(proc, base, ready_within_s, log.read_text):
+        return proc, base
     stop(proc)
     raise RuntimeError(f"server not ready in {ready_within_s:g} s: {log.read_text()[-2000:]}")
 

@@ -139,9 +139,11 @@ def write_report(result: dict, out: Path) -> None:
     for name, series in [*result["served"].items(), ("naive baseline", result["naive"])]:
         rows += [[name, r["concurrency"], r["requests_per_s"], r["p50_ms"], r["p95_ms"],
                   r["p99_ms"], r["errors"], r.get("server_cpu_ms_per_request", ""),
+                  r.get("event_loop_cpu_ms_per_request", ""),
                   r.get("client_cpu_ms_per_request", "")] for r in series]
     parts.append(_table(["server", "clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
-                         "server CPU ms/req", "load-generator CPU ms/req"], rows))
+                         "server CPU ms/req", "of which event loop", "load-generator CPU ms/req"],
+                        rows))
     parts += ["", "## 5. Scaling (decode → preprocess → predict → PNG, fresh process each)", "",
               _table(["side", "MP", "seconds", "s / MP", "peak RSS MB", "tiled"],
                      [[r["side"], r["megapixels"], r["seconds"],
