@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,16 +143,21 @@ class Segmenter:
 
     def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         """Same-shape items → uint8 masks (height, width), each at its upload's size."""
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
-                                                    enabled=self._autocast):
+        with self._inference():
             return self._predict(items)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalised (B, 3, h, w) → float logits (B, K, h, w): the network as the service runs
         it (engine, dtype, channels_last, inference mode). The benchmark times this."""
+        with self._inference():
+            return self._forward(batch)
+
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Inference mode, and bf16 autocast when the eager engine runs the bf16 backend."""
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
                                                     enabled=self._autocast):
-            return self._forward(batch)
+            yield
 
     def _predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         if len(items) == 1 and self.needs_tiling(items[0]):
