@@ -275,17 +275,24 @@ class Service:
         doc["model"] = {"name": ckpt.name, "sha256": ckpt.sha256}
         return doc
 
-    def _encode(self, seg: Segmented, fmt: Format) -> tuple[bytes, str]:
+    def _timed_encode(self, seg: Segmented, produce: Callable[[], T]) -> T:
+        """Run an encode step (I/O thread), recording its time in the metrics and `seg`."""
         t0 = time.perf_counter()
-        if fmt is Format.png:
-            body: bytes | dict[str, Any] = encode.mask_png(seg.mask, self.ckpt.palette)
-        elif fmt is Format.overlay:
-            body = encode.overlay_png(seg.image, seg.mask, self.ckpt.palette)
-        else:
-            body = self.document(seg, fmt)
+        body = produce()
         seconds = time.perf_counter() - t0
         self.metrics.stage_seconds.labels("encode").observe(seconds)
         seg.timings_ms["encode"] = round(seconds * 1000, 3)
+        return body
+
+    def _encode(self, seg: Segmented, fmt: Format) -> tuple[bytes, str]:
+        def produce() -> bytes | dict[str, Any]:
+            if fmt is Format.png:
+                return encode.mask_png(seg.mask, self.ckpt.palette)
+            if fmt is Format.overlay:
+                return encode.overlay_png(seg.image, seg.mask, self.ckpt.palette)
+            return self.document(seg, fmt)
+
+        body = self._timed_encode(seg, produce)
         if isinstance(body, dict):
             body["timings_ms"] = seg.timings_ms
             return json.dumps(body).encode(), "application/json"
@@ -305,10 +312,7 @@ class Service:
         except APIError as exc:
             return {"filename": filename, "status": exc.status,
                     "error": {"code": exc.code, "message": exc.message}}
-        t0 = time.perf_counter()
-        doc = await self.run_io(self.document, seg, fmt)
-        seg.timings_ms["encode"] = round((time.perf_counter() - t0) * 1000, 3)
-        self.metrics.stage_seconds.labels("encode").observe(seg.timings_ms["encode"] / 1000)
+        doc = await self.run_io(self._timed_encode, seg, lambda: self.document(seg, fmt))
         return {"filename": filename, "status": 200, "result": doc | {"timings_ms":
                                                                        seg.timings_ms}}
 
