@@ -19,7 +19,6 @@ def _dying_predict(self, items, _predict=Service.predict):
     return _predict(self, items)
 
 
-Service.predict = _dying_predict
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # only in that process: importing this module patches nothing
+    Service.predict = _dying_predict
     sys.exit(entry.main())
