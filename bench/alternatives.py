@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from bench.timing import timed
 from model.checkpoint import load_checkpoint
 from model.data import SyntheticScenes
 from model.evaluate import HELD_OUT_SEED
@@ -32,15 +33,7 @@ SIZE = 256
 
 
 def _median_ms(fn: Callable[[], object], seconds: float) -> float:
-    for _ in range(3):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 5:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    return statistics.median(timed(fn, seconds)) * 1000
 
 
 def _agreement(reference: torch.nn.Module, candidate: Callable[[torch.Tensor], np.ndarray],

@@ -12,12 +12,12 @@ import argparse
 import json
 import statistics
 import threading
-import time
 
 import torch
 
 from app.allocator import tune_malloc
 from app.inference import InferenceOptions, Segmenter
+from bench.timing import timed
 from model.checkpoint import load_checkpoint
 
 BACKENDS = ("fp32", "bf16")
@@ -29,21 +29,9 @@ def segmenter(checkpoint: str, backend: str, engine: str) -> Segmenter:
                      torch.device("cpu"))
 
 
-def _timed(seg: Segmenter, x: torch.Tensor, seconds: float) -> list[float]:
-    for _ in range(3):
-        seg.forward(x)
-    latencies: list[float] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(latencies) < 5:
-        t0 = time.perf_counter()
-        seg.forward(x)
-        latencies.append(time.perf_counter() - t0)
-    return latencies
-
-
 def time_batches(seg: Segmenter, size: int, batch: int, seconds: float) -> dict:
     x = torch.randn(batch, 3, size, size)
-    median = statistics.median(_timed(seg, x, seconds))
+    median = statistics.median(timed(lambda: seg.forward(x), seconds))
     return {"backend": seg.options.backend, "engine": seg.options.engine, "size": size,
             "batch": batch, "workers": 1, "images_per_s": round(batch / median, 2),
             "latency_ms": round(median * 1000, 2)}
@@ -57,7 +45,7 @@ def time_workers(seg: Segmenter, size: int, workers: int, seconds: float) -> dic
 
     def work() -> None:
         torch.set_num_threads(share)  # per thread under OpenMP, as in the service
-        counts.append(_timed(seg, x, seconds))
+        counts.append(timed(lambda: seg.forward(x), seconds))
 
     threads = [threading.Thread(target=work) for _ in range(workers)]
     for t in threads:

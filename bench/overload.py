@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.load import free_port, percentile, scene_jpeg, wait_ready
+from bench.load import BOUNDARY, free_port, multipart_body, percentile, scene_jpeg, wait_ready
 
 RESULTS = Path(__file__).parent / "results"
 DRAINED = re.compile(r"drained; responses since start by route and status: (\{.*\})")
@@ -73,10 +73,9 @@ def rss_mb(pid: int) -> float:
 def multipart_request(base: str, image: bytes, path: str = "/segment") -> bytes:
     """A complete HTTP/1.1 POST with one `file` part, ready to write to a socket."""
     host = base.removeprefix("http://")
-    body = (b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
-            b"Content-Type: image/jpeg\r\n\r\n" + image + b"\r\n--b0undary--\r\n")
+    body = multipart_body(image)
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-            f"Content-Type: multipart/form-data; boundary=b0undary\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -23,18 +22,8 @@ from app.allocator import tune_malloc
 from app.decode import decode_image
 from app.inference import InferenceOptions, Segmenter, resolve_backend
 from bench.load import scene_jpeg
+from bench.timing import timed
 from model.checkpoint import load_checkpoint
-
-
-def _median_ms(fn: Callable[[], object], runs: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return round(statistics.median(times) * 1000, 3)
 
 
 def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
@@ -47,9 +36,7 @@ def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
     item = seg.prepare(image)
     logits = seg.forward(item.tensor[None])
     mask = seg.predict([item])[0]
-    doc = {"width": size, "height": size, "classes": ckpt.classes,
-           "mask": {"encoding": "png", "data": encode.mask_png_base64(mask, ckpt.palette)},
-           "areas": encode.areas(mask, ckpt.classes)}
+    doc = {"width": size, "height": size, "classes": ckpt.classes}
     stages: list[tuple[str, Callable[[], object]]] = [
         ("decode (JPEG → RGB uint8)", lambda: decode_image(jpeg, 40_000_000)),
         ("preprocess (normalise)", lambda: seg.prepare(image)),
@@ -62,7 +49,8 @@ def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
                              "data": encode.mask_png_base64(mask, ckpt.palette)},
              "areas": encode.areas(mask, ckpt.classes)}).encode()),
     ]
-    return [{"stage": name, "ms": _median_ms(fn, runs)} for name, fn in stages]
+    return [{"stage": name, "ms": round(statistics.median(timed(fn, runs=runs)) * 1000, 3)}
+            for name, fn in stages]
 
 
 def main() -> None:
