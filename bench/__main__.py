@@ -9,7 +9,6 @@ bench/results/report.md, results.json and PNG plots.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from app.allocator import tune_malloc
 from bench import alternatives, inprocess, limit, scaling, stages
-from bench.load import generate_load, scene_jpeg, start_server
+from bench.load import served
 from bench.report import write_report
 from model.checkpoint import load_checkpoint
 from model.net import count_flops
@@ -36,27 +35,6 @@ SERVED_CONFIGS: list[tuple[str, dict[str, str]]] = [
     ("fp32 torchscript, 2 workers, batching on", {"DECONVSEG_BACKEND": "fp32",
                                                   "DECONVSEG_WORKERS": "2"}),
 ]
-
-
-def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: int,
-           seconds: float, module: str = "app") -> list[dict]:
-    images = [scene_jpeg(256, i) for i in range(8)]
-    proc, base = start_server({"DECONVSEG_CHECKPOINT": checkpoint, "DECONVSEG_DEVICE": "cpu",
-                               **env}, module=module)
-    try:
-        rows = []
-        for c in levels:
-            asyncio.run(generate_load(f"{base}/segment", images, c, max(2 * c, 16), 20))
-            row = asyncio.run(generate_load(f"{base}/segment", images, c, requests, seconds,
-                                            proc.pid))
-            rows.append(row)
-            print(f"  {module} {env or ''} c={c:>2}: {row['requests_per_s']:6.2f} req/s  "
-                  f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
-                  f"errors {row['errors']}", flush=True)
-        return rows
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def main() -> None:
@@ -100,11 +78,12 @@ def main() -> None:
     for name, env in SERVED_CONFIGS:
         if quick and name != SERVED_CONFIGS[0][0]:
             continue
-        result["served"][name] = served(args.checkpoint, env, levels, requests, seconds)
+        result["served"][name] = served(args.checkpoint, env, levels, requests,
+                                        seconds)["rows"]
 
     print("4. naive baseline", flush=True)
     result["naive"] = served(args.checkpoint, {}, levels, requests, seconds,
-                             module="bench.baselines.naive")
+                             module="bench.baselines.naive")["rows"]
 
     print("5. scaling", flush=True)
     sizes = [256, 1024, 2048] if quick else [256, 512, 1024, 2048, 4096, 8192]

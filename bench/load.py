@@ -117,15 +117,15 @@ def free_port() -> int:
 
 
 def wait_ready(proc: subprocess.Popen, base: str, within_s: float,
-               output: Callable[[], str] = str) -> bool:
-    """Poll `base`/readyz until 200 (True) or `within_s` passes (False); raises if the process
+               output: Callable[[], str] = str, path: str = "/readyz") -> bool:
+    """Poll `base` + `path` until 200 (True) or `within_s` passes (False); raises if the process
     exits first, with the tail of `output()`."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:  # a real process over the network: nothing to wait on
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {output()[-2000:]}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=2).status_code == 200:
                 return True
         except httpx.TransportError:
             pass
@@ -133,16 +133,67 @@ def wait_ready(proc: subprocess.Popen, base: str, within_s: float,
     return False
 
 
-def start_server(env: dict[str, str], module: str = "app") -> tuple[subprocess.Popen, str]:
+def start_server(env: dict[str, str], module: str = "app", log: Path | None = None,
+                 ready_within_s: float = 120) -> tuple[subprocess.Popen, str]:
+    """`python -m <module>` on a free loopback port, returned once /readyz is 200; its output
+    goes to `log` when given (else to ours). The caller must `stop` it, also on failure."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", module],
-                            env={**os.environ, **env, "DECONVSEG_PORT": str(port),
-                                 "DECONVSEG_LOG_LEVEL": "warning"})
+    out = open(log, "w") if log else None  # noqa: SIM115 (the child keeps writing to it)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", module], stdout=out,
+                                stderr=subprocess.STDOUT if out else None,
+                                env={**os.environ, "DECONVSEG_HOST": "127.0.0.1", **env,
+                                     "DECONVSEG_PORT": str(port)})
+    finally:
+        if out:
+            out.close()
     base = f"http://127.0.0.1:{port}"
-    if wait_ready(proc, base, 120):
+    output = log.read_text if log else str
+    if wait_ready(proc, base, ready_within_s, output):
         return proc, base
-    proc.kill()
-    raise RuntimeError("server did not become ready in 120 s")
+    stop(proc)
+    raise RuntimeError(f"server not ready in {ready_within_s:g} s: {output()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """SIGTERM, then SIGKILL after 60 s; the exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: int,
+           seconds: float, module: str = "app", size: int = 256) -> dict:
+    """One server, loaded at each concurrency in turn (after a short warm run per level):
+    {"rows": one generate_load result per level, "mean_batch_size": from its metrics}."""
+    images = [scene_jpeg(size, i) for i in range(8)]
+    proc, base = start_server({"DECONVSEG_CHECKPOINT": checkpoint, "DECONVSEG_DEVICE": "cpu",
+                               "DECONVSEG_LOG_LEVEL": "warning", **env}, module=module)
+    try:
+        rows = []
+        for c in levels:
+            asyncio.run(generate_load(f"{base}/segment", images, c, max(2 * c, 16), 20))
+            r = asyncio.run(generate_load(f"{base}/segment", images, c, requests, seconds,
+                                          proc.pid))
+            rows.append(r)
+            print(f"  {module} {env or ''} c={c:>2}: {r['requests_per_s']:6.2f} req/s  "
+                  f"p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} "
+                  f"ms  errors {r['errors']}  cpu/request: server "
+                  f"{r['server_cpu_ms_per_request']} ms (event loop "
+                  f"{r['event_loop_cpu_ms_per_request']} ms), client "
+                  f"{r['client_cpu_ms_per_request']} ms", flush=True)
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    finally:
+        stop(proc)
+    batch = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+             if line.startswith(("deconvseg_batch_size_sum", "deconvseg_batch_size_count"))}
+    mean = (batch["deconvseg_batch_size_sum"] / max(batch["deconvseg_batch_size_count"], 1)
+            if len(batch) == 2 else None)  # the naive baseline has no batches
+    return {"rows": rows, "mean_batch_size": mean}
 
 
 def main() -> None:
@@ -154,31 +205,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--env", nargs="*", default=[], help="extra KEY=VALUE server settings")
     args = parser.parse_args()
-    env = {"DECONVSEG_CHECKPOINT": args.checkpoint, "DECONVSEG_DEVICE": "cpu",
-           **dict(kv.split("=", 1) for kv in args.env)}
-    images = [scene_jpeg(args.size, i) for i in range(8)]
-    proc, base = start_server(env)
-    try:
-        rows = []
-        for c in args.concurrency:
-            asyncio.run(generate_load(f"{base}/segment", images, c, min(c * 4, 32), 30))  # warm
-            rows.append(asyncio.run(generate_load(f"{base}/segment", images, c, args.requests,
-                                                  args.max_seconds, proc.pid)))
-            r = rows[-1]
-            print(f"concurrency {c:>3}: {r['requests_per_s']:7.2f} req/s  p50 {r['p50_ms']:7.1f} "
-                  f"ms  p95 {r['p95_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
-                  f"errors {r['errors']}  cpu/request: server {r['server_cpu_ms_per_request']} "
-                  f"ms (event loop {r['event_loop_cpu_ms_per_request']} ms), "
-                  f"client {r['client_cpu_ms_per_request']} ms", flush=True)
-        metrics = httpx.get(f"{base}/metrics", timeout=10).text
-        batch = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
-                 if line.startswith(("deconvseg_batch_size_sum", "deconvseg_batch_size_count"))}
-        mean_batch = batch["deconvseg_batch_size_sum"] / max(batch["deconvseg_batch_size_count"], 1)
-        print(json.dumps({"env": env, "size": args.size, "mean_batch_size": round(mean_batch, 2),
-                          "results": rows}))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    env = dict(kv.split("=", 1) for kv in args.env)
+    result = served(args.checkpoint, env, args.concurrency, args.requests, args.max_seconds,
+                    size=args.size)
+    mean = result["mean_batch_size"]
+    print(json.dumps({"env": env, "size": args.size, "results": result["rows"],
+                      "mean_batch_size": None if mean is None else round(mean, 2)}))
 
 
 if __name__ == "__main__":

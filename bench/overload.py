@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -29,40 +28,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.load import BOUNDARY, free_port, multipart_body, percentile, scene_jpeg, wait_ready
+from bench.load import BOUNDARY, multipart_body, percentile, scene_jpeg, start_server, stop
 
 RESULTS = Path(__file__).parent / "results"
 DRAINED = re.compile(r"drained; responses since start by route and status: (\{.*\})")
-
-
-def launch(env: dict[str, str], log: Path, module: str = "app",
-           ready_within_s: float = 120) -> tuple[subprocess.Popen, str]:
-    """`python -m <module>` on a free loopback port, output in `log`; returns once /readyz is 200.
-
-    The caller must stop the process (`stop`), also when something fails.
-    """
-    port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", module], stdout=out,
-                                stderr=subprocess.STDOUT,
-                                env={**os.environ, "DECONVSEG_HOST": "127.0.0.1",
-                                     **env, "DECONVSEG_PORT": str(port)})
-    base = f"http://127.0.0.1:{port}"
-    if wait_ready(proc, base, ready_within_s, log.read_text):
-        return proc, base
-    stop(proc)
-    raise RuntimeError(f"server not ready in {ready_within_s:g} s: {log.read_text()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> int:
-    """SIGTERM, then SIGKILL after 60 s; the exit status."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
 
 
 def rss_mb(pid: int) -> float:
@@ -313,7 +282,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
-        proc, base = launch(env, log)
+        proc, base = start_server(env, log=log)
         try:
             result = asyncio.run(run(args, proc, base, log))
         finally:

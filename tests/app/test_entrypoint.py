@@ -4,12 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from bench.load import free_port
+from bench.load import free_port, wait_ready
 from tests.app.support import image_bytes
 
 
@@ -43,16 +42,7 @@ def test_real_uvicorn_serves_an_image_and_drains_on_sigterm(tiny_checkpoint):
     proc = start({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:  # polling a real process over the network: there is no event to wait on
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.1)
+        assert wait_ready(proc, base, 120, proc.stdout.read), "the server never became ready"
         r = httpx.post(f"{base}/segment?format=png",
                        files={"file": ("x.png", image_bytes(64, 48), "image/png")}, timeout=30)
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"

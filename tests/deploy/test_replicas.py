@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from string import Template
@@ -14,7 +13,7 @@ from string import Template
 import httpx
 import pytest
 
-from bench.load import free_port
+from bench.load import free_port, wait_ready
 from tests.app.support import image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,18 +46,6 @@ http {{
 """)
     return conf
 
-
-def wait_ready(url: str, proc: subprocess.Popen, path: str = "/readyz") -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"process exited with {proc.returncode}"
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not ready")
 
 
 def declare_oversized_body(port: int, length: int) -> tuple[str, str]:
@@ -103,8 +90,8 @@ def test_nginx_spreads_load_over_replicas_and_survives_losing_one(tiny_checkpoin
 
     try:
         for port, proc in zip(ports, replicas, strict=True):
-            wait_ready(f"http://127.0.0.1:{port}", proc)
-        wait_ready(front, nginx, "/healthz")
+            assert wait_ready(proc, f"http://127.0.0.1:{port}", 90), f"replica {port} not ready"
+        assert wait_ready(nginx, front, 90, path="/healthz"), "nginx not ready"
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(segment, range(40)))
         assert statuses == [200] * 40

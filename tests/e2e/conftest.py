@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.load import start_server
+from bench.load import start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_ENV = {"DECONVSEG_CHECKPOINT": str(ROOT / "weights/model.pt"), "DECONVSEG_DEVICE": "cpu",
@@ -18,8 +18,7 @@ def serve(env: dict[str, str]) -> Iterator[str]:
     try:
         yield base
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop(proc)
 
 
 @pytest.fixture(scope="session")

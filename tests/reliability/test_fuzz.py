@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 
-from bench.overload import launch, stop
+from bench.load import start_server, stop
 
 KEY = "fuzz-key-0123456789"
 EXAMPLES = 100  # per operation and mode; operations without inputs are exhausted sooner
@@ -64,9 +64,9 @@ def fuzz(operation, mode: GenerationMode, counts: Counter):
 @pytest.mark.slow
 def test_fuzzing_the_api_finds_no_failure_in_at_least_500_cases(tiny_checkpoint, tmp_path):
     load_all_checks()
-    proc, base = launch({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_THREADS": "1",
-                         "DECONVSEG_DEVICE": "cpu", "DECONVSEG_API_KEY": KEY},
-                        tmp_path / "server.log")
+    proc, base = start_server({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint),
+                               "DECONVSEG_THREADS": "1", "DECONVSEG_DEVICE": "cpu",
+                               "DECONVSEG_API_KEY": KEY}, log=tmp_path / "server.log")
     counts: Counter = Counter()
     failures, nothing_to_negate = [], []
     try:

@@ -5,14 +5,13 @@ import asyncio
 import pytest
 
 from app.main import create_app
+from bench.load import start_server, stop
 from bench.overload import (
     Tally,
     closed_loop,
-    launch,
     multipart_request,
     open_loop,
     rss_mb,
-    stop,
 )
 from tests.app.support import GatedService, image_bytes, make_settings, post_image, running_client
 
@@ -52,7 +51,7 @@ def test_burst_at_ten_times_capacity_gets_only_200_or_503_and_rss_stays_bounded(
     env = {"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_DEVICE": "cpu",
            "DECONVSEG_THREADS": "1", "DECONVSEG_WORKERS": "1", "DECONVSEG_MAX_BATCH_SIZE": "1",
            "DECONVSEG_MAX_QUEUE": "1"}
-    proc, base = launch(env, tmp_path / "server.log")
+    proc, base = start_server(env, log=tmp_path / "server.log")
     try:
         requests = [multipart_request(base, image_bytes(384, 384, seed=i)) for i in range(4)]
         tally = Tally()

@@ -7,7 +7,7 @@ import pytest
 
 from app.auth import protected_paths
 from app.main import create_app
-from bench.overload import launch, stop
+from bench.load import start_server, stop
 from tests.app.support import image_bytes, make_settings, post_image, running_client
 from tests.reliability.corpus import file_part
 
@@ -37,9 +37,9 @@ async def test_unauthenticated_upload_is_refused_before_its_body_is_read(tiny_ch
 def test_api_key_never_appears_in_the_logs(tiny_checkpoint, tmp_path):
     key, wrong = f"key-{secrets.token_hex(8)}", f"wrong-{secrets.token_hex(8)}"
     log = tmp_path / "server.log"
-    proc, base = launch({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_THREADS": "1",
-                         "DECONVSEG_DEVICE": "cpu", "DECONVSEG_API_KEY": key,
-                         "DECONVSEG_LOG_LEVEL": "debug"}, log)
+    proc, base = start_server({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint),
+                               "DECONVSEG_THREADS": "1", "DECONVSEG_DEVICE": "cpu",
+                               "DECONVSEG_API_KEY": key, "DECONVSEG_LOG_LEVEL": "debug"}, log=log)
     try:
         files = {"file": ("x.png", image_bytes(), "image/png")}
         statuses = [

@@ -4,8 +4,9 @@ import asyncio
 
 import pytest
 
-from bench.overload import Tally, launch, multipart_request, server_counts, sigterm_under_load
-from bench.overload import stop as stop_server
+from bench.load import start_server
+from bench.load import stop as stop_server
+from bench.overload import Tally, multipart_request, server_counts, sigterm_under_load
 from tests.app.support import image_bytes
 
 TIMEOUT_S = 10
@@ -18,7 +19,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_in_time(
     env = {"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_DEVICE": "cpu",
            "DECONVSEG_THREADS": "1", "DECONVSEG_LOG_LEVEL": "info",
            "DECONVSEG_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}
-    proc, base = launch(env, log)
+    proc, base = start_server(env, log=log)
     try:
         requests = [multipart_request(base, image_bytes(256, 256, seed=i)) for i in range(4)]
         tally = Tally()

@@ -5,7 +5,7 @@ import pytest
 
 from app.main import create_app
 from app.service import Service
-from bench.overload import launch, stop
+from bench.load import start_server, stop
 from tests.app.support import image_bytes, make_settings, post_image, running_client
 from tests.reliability.faulty_app import POISON_WIDTH, WorkerKilled, _dying_predict
 
@@ -34,8 +34,9 @@ async def test_dead_worker_turns_readiness_503_and_refuses_work(tiny_checkpoint)
 @pytest.mark.slow
 def test_process_exits_with_status_3_when_its_worker_dies(tiny_checkpoint, tmp_path):
     log = tmp_path / "server.log"
-    proc, base = launch({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_THREADS": "1",
-                         "DECONVSEG_DEVICE": "cpu"}, log, module="tests.reliability.faulty_app")
+    proc, base = start_server({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint),
+                               "DECONVSEG_THREADS": "1", "DECONVSEG_DEVICE": "cpu"},
+                              module="tests.reliability.faulty_app", log=log)
     try:
         def post(width: int) -> httpx.Response:
             return httpx.post(f"{base}/segment", timeout=30,
