@@ -14,8 +14,7 @@ from PIL import Image
 
 from app.service import Service
 from app.settings import Settings
-
-CLASSES = ["background", "a", "b"]
+from tests.tiny import CLASSES  # noqa: F401 (the service tests import it from here)
 
 
 def make_settings(checkpoint, **overrides) -> Settings:

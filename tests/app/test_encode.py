@@ -6,8 +6,7 @@ from PIL import Image
 
 from app.encode import areas, mask_png, overlay_png, rle_by_class, rle_encode
 from model.classes import default_palette
-
-CLASSES = ["background", "a", "b"]
+from tests.tiny import CLASSES
 
 
 def coco_decode(counts: list[int], height: int, width: int) -> np.ndarray:

@@ -6,25 +6,11 @@ import torch
 from model.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
-    checkpoint_dict,
     load_checkpoint,
     save_checkpoint,
 )
 from model.classes import default_palette
-from model.net import DeconvNet, NetConfig
-
-CLASSES = ["background", "a", "b"]
-
-
-def tiny_payload(seed=0):
-    torch.manual_seed(seed)
-    model = DeconvNet(NetConfig(num_classes=3, widths=[4, 8]))
-    # Make BatchNorm statistics non-trivial so the round trip covers buffers too.
-    model.train()
-    model(torch.randn(2, 3, 16, 16))
-    return model, checkpoint_dict(model, CLASSES, default_palette(3), [0.5] * 3, [0.25] * 3,
-                                  train_size=64, object_scale=[7.0, 30.0],
-                                  metrics={"val_miou": 0.5})
+from tests.tiny import CLASSES, tiny_payload
 
 
 def test_round_trip_is_bit_exact(tmp_path):
