@@ -48,7 +48,7 @@ async def busy_batcher(gate: Gate, **knobs):
 
 
 @pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"max_batch_delay_s": -1},
-                                    {"max_queue": 0}])
+                                    {"max_queue": 0}, {"workers": 0}])
 def test_bad_knobs_are_rejected_at_construction(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Batcher(lambda xs: xs, **kwargs)
@@ -213,11 +213,6 @@ async def test_one_dead_worker_makes_the_pool_not_alive():
         assert not batcher.alive
     finally:
         batcher.stop(timeout=1)
-
-
-def test_zero_workers_is_rejected():
-    with pytest.raises(ValueError, match="workers"):
-        Batcher(lambda xs: xs, workers=0)
 
 
 async def test_sequential_requests_all_run_on_the_first_worker():
