@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 from collections.abc import AsyncIterator
@@ -51,6 +52,22 @@ async def post_image(client: httpx.AsyncClient, data: bytes, fmt: str | None = N
     url = "/segment" + (f"?format={fmt}" if fmt else "")
     return await client.post(url, files={"file": (name, data, "application/octet-stream")},
                              **kwargs)
+
+
+def coco_decode(counts: list[int], height: int, width: int) -> np.ndarray:
+    """Reference decoder written from the COCO spec: alternate 0/1 runs, column-major."""
+    flat = np.concatenate([np.full(n, i % 2, np.uint8) for i, n in enumerate(counts)])
+    return flat.reshape(width, height).T
+
+
+async def entered(service: GatedService) -> None:
+    """Until a batch of the gated service reaches predict (at most 10 s)."""
+    assert await asyncio.to_thread(service.entered.wait, 10)
+
+
+async def queued(service: Service, count: int) -> None:
+    """Until at least `count` images wait in the service's queue (at most 10 s)."""
+    assert await asyncio.to_thread(service.batcher.wait_until_queued, count, 10)
 
 
 class GatedService(Service):

@@ -6,13 +6,8 @@ from PIL import Image
 
 from app.encode import areas, mask_png, overlay_png, rle_by_class, rle_encode
 from model.classes import default_palette
+from tests.app.support import coco_decode
 from tests.tiny import CLASSES
-
-
-def coco_decode(counts: list[int], height: int, width: int) -> np.ndarray:
-    """Reference decoder written from the COCO spec: alternate 0/1 runs, column-major."""
-    flat = np.concatenate([np.full(n, i % 2, np.uint8) for i, n in enumerate(counts)])
-    return flat.reshape(width, height).T
 
 
 def test_rle_is_column_major_and_starts_with_zeros():

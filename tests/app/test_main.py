@@ -5,7 +5,15 @@ import httpx
 
 from app.main import create_app
 from app.service import Service
-from tests.app.support import GatedService, image_bytes, make_settings, post_image, running_client
+from tests.app.support import (
+    GatedService,
+    entered,
+    image_bytes,
+    make_settings,
+    post_image,
+    queued,
+    running_client,
+)
 
 
 async def test_readiness_is_503_until_warm_up_finishes(tiny_checkpoint):
@@ -42,9 +50,9 @@ async def test_shutdown_refuses_new_work_and_finishes_queued_images(tiny_checkpo
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         running = asyncio.create_task(post_image(client, image_bytes(8, 8)))
-        assert await asyncio.to_thread(service.entered.wait, 10)
+        await entered(service)
         waiting = asyncio.create_task(post_image(client, image_bytes(9, 9)))
-        assert await asyncio.to_thread(service.batcher.wait_until_queued, 1, 10)
+        await queued(service, 1)
         stopping = asyncio.create_task(lifespan.__aexit__(None, None, None))
         await asyncio.sleep(0)  # let the shutdown task start: it marks the service draining
         ready = await client.get("/readyz")

@@ -4,7 +4,15 @@ import pytest
 
 from app.main import create_app
 from app.service import Service
-from tests.app.support import GatedService, image_bytes, make_settings, post_image, running_client
+from tests.app.support import (
+    GatedService,
+    entered,
+    image_bytes,
+    make_settings,
+    post_image,
+    queued,
+    running_client,
+)
 
 
 def sample(metrics_text: str, name: str) -> float:
@@ -12,14 +20,6 @@ def sample(metrics_text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
-
-
-async def entered(service: GatedService) -> None:
-    assert await asyncio.to_thread(service.entered.wait, 10)
-
-
-async def queued(service: Service, count: int) -> None:
-    assert await asyncio.to_thread(service.batcher.wait_until_queued, count, 10)
 
 
 @pytest.mark.parametrize("forward", ["per_item", "stacked"])

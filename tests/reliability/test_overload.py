@@ -13,7 +13,15 @@ from bench.overload import (
     open_loop,
     rss_mb,
 )
-from tests.app.support import GatedService, image_bytes, make_settings, post_image, running_client
+from tests.app.support import (
+    GatedService,
+    entered,
+    image_bytes,
+    make_settings,
+    post_image,
+    queued,
+    running_client,
+)
 
 
 class CountingDecodes(GatedService):
@@ -32,9 +40,9 @@ async def test_upload_at_capacity_is_refused_before_its_body_is_parsed(tiny_chec
     async with running_client(app) as client:
         service = app.state.service
         busy = asyncio.create_task(post_image(client, image_bytes()))
-        assert await asyncio.to_thread(service.entered.wait, 10)
+        await entered(service)
         waiting = asyncio.create_task(post_image(client, image_bytes(seed=1)))
-        assert await asyncio.to_thread(service.batcher.wait_until_queued, 1, 10)
+        await queued(service, 1)
         # Not multipart at all: parsed, it would be a 400; refused before parsing, a 503.
         refused = await client.post("/segment", content=b"not multipart",
                                     headers={"content-type": "multipart/form-data; boundary=x"})

@@ -11,16 +11,11 @@ from app.errors import APIError
 from app.main import create_app
 from app.routes.segment import _unless_disconnected
 from app.schemas import RLEResponse, SegmentResponse
-from tests.app.support import image_bytes, make_settings, post_image, running_client
+from tests.app.support import coco_decode, image_bytes, make_settings, post_image, running_client
 
 
 def mask_of(body: dict) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"]["data"]))))
-
-
-def coco_decode(counts: list[int], height: int, width: int) -> np.ndarray:
-    flat = np.concatenate([np.full(n, i % 2, np.uint8) for i, n in enumerate(counts)])
-    return flat.reshape(width, height).T
 
 
 async def test_json_has_size_classes_mask_areas_model_and_timings(client):
