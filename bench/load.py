@@ -47,9 +47,12 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def process_cpu_seconds(pid: int, thread: int | None = None) -> float:
+def process_cpu_seconds(pid: int | None, thread: int | None = None) -> float:
     """User + system CPU seconds of a process (or of one of its threads) so far; Linux /proc,
-    nan elsewhere. The server's thread `pid` is its main thread: the event loop."""
+    nan elsewhere or without a pid. The server's thread `pid` is its main thread: the event
+    loop."""
+    if pid is None:
+        return float("nan")
     stat = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
     try:
         fields = Path(stat).read_text().rsplit(")", 1)[1].split()
@@ -86,16 +89,15 @@ async def generate_load(url: str, images: list[bytes], concurrency: int, request
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        nan = float("nan")
-        server_cpu = process_cpu_seconds(server_pid) if server_pid else nan
-        loop_cpu = process_cpu_seconds(server_pid, server_pid) if server_pid else nan
+        server_cpu = process_cpu_seconds(server_pid)
+        loop_cpu = process_cpu_seconds(server_pid, server_pid)
         client_cpu = time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
         client_cpu = time.process_time() - client_cpu
-        server_cpu = (process_cpu_seconds(server_pid) if server_pid else nan) - server_cpu
-        loop_cpu = (process_cpu_seconds(server_pid, server_pid) if server_pid else nan) - loop_cpu
+        server_cpu = process_cpu_seconds(server_pid) - server_cpu
+        loop_cpu = process_cpu_seconds(server_pid, server_pid) - loop_cpu
     ok = statuses.get(200, 0)
     per_request = 1000 / max(len(latencies), 1)
     return {"concurrency": concurrency, "requests": len(latencies), "ok": ok,

@@ -114,7 +114,6 @@ def write_report(result: dict, out: Path) -> None:
     parts = ["# deconvseg benchmark", "",
              f"One run of `python -m bench` ({result['seconds']} s), checkpoint "
              f"`{result['checkpoint']}`, torch {result['torch']}, {result['threads']} threads.",
-             *(f"> {note}" for note in result.get("notes", [])),
              "", "## Targets", "",
              _table(["target", "measured", "ratio", "met"], targets(result)),
              "", "## 1. The limit", "",

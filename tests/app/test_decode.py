@@ -1,5 +1,4 @@
 import io
-import zlib
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ from PIL import Image
 from app.decode import configure_pillow, decode_image
 from app.errors import APIError
 from tests.app.support import image_bytes
+from tests.reliability.corpus import png_claiming
 
 
 @pytest.fixture(autouse=True)
@@ -92,11 +92,9 @@ def test_pixel_limit_message_names_the_size_and_the_limit():
 
 def test_header_claiming_a_huge_size_is_refused_before_decoding():
     configure_pillow(40_000_000)
-    data = bytearray(image_bytes(1, 1))  # a 1×1 PNG whose IHDR now says 20000×20000
-    data[16:24] = (20000).to_bytes(4, "big") * 2
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    data = png_claiming(20000, 20000)  # a 1×1 PNG whose IHDR says 20000×20000
     with pytest.raises(APIError) as info:
-        decode_image(bytes(data), 40_000_000)
+        decode_image(data, 40_000_000)
     assert info.value.status == 413 and "400,000,000 pixels" in info.value.message
 
 
