@@ -105,7 +105,7 @@ class Service:
             key=self.segmenter.bucket,
             on_batch=self.metrics.observe_batch,
             on_drop=lambda reason: self.metrics.dropped.labels(reason).inc(),
-            workers=settings.resolved_workers(self.device),
+            workers=settings.resolved_workers(self.device.type),
         )
         self.threads = settings.resolved_threads
         self._thread_state = threading.local()
