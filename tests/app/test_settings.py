@@ -49,3 +49,13 @@ def test_pinned_sha256_must_be_a_digest():
 def test_empty_api_key_means_no_key_and_a_bad_one_is_never_echoed():
     assert Settings(api_key="").api_key is None
     assert "<hidden>" in error_line(api_key=123)
+
+
+@pytest.mark.parametrize(("values", "device_type", "expected"), [
+    ({"threads": 2}, "cpu", 2),  # one worker per torch thread on CPU
+    ({"threads": 16}, "cpu", 4),  # at most 4
+    ({"threads": 16}, "cuda", 1),  # one worker feeds a GPU
+    ({"threads": 16, "workers": 3}, "cpu", 3),  # an explicit setting wins
+])
+def test_worker_count_defaults_by_device(values, device_type, expected):
+    assert Settings(**values).resolved_workers(device_type) == expected

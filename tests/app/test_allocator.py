@@ -1,0 +1,21 @@
+"""The allocator tuning applies where the C library is glibc and is a no-op elsewhere."""
+
+import ctypes
+import platform
+
+import pytest
+
+from app import allocator
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_tuning_is_applied_on_glibc():
+    assert allocator.tune_malloc() is True
+
+
+def test_tuning_without_a_c_library_changes_nothing_and_says_so(monkeypatch):
+    def no_library(*_args, **_kwargs):
+        raise OSError("no C library here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    assert allocator.tune_malloc() is False
