@@ -11,6 +11,7 @@ import hashlib
 import io
 import pickle
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,10 @@ def checkpoint_dict(
     model: DeconvNet,
     classes: list[str],
     palette: list[list[int]],
-    mean: list[float],
-    std: list[float],
+    mean: Sequence[float],
+    std: Sequence[float],
     train_size: int,
-    object_scale: list[float],
+    object_scale: Sequence[float],
     metrics: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

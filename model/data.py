@@ -24,11 +24,17 @@ Transform = Callable[[tv_tensors.Image, tv_tensors.Mask], Sample]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CLASSES_FILE = "classes.txt"
 
+# SyntheticScenes' object radii in pixels, (min_radius, max_radius). The single source for
+# its defaults and for the `object_scale` that training records in a checkpoint.
+DEFAULT_OBJECT_SCALE: tuple[float, float] = (7.0, 30.0)
+
 
 # --- SyntheticScenes --------------------------------------------------------------------------
 
 
-def _shape_mask(kind: int, u: np.ndarray, v: np.ndarray, r: float, rng: np.random.Generator):
+def _shape_mask(
+    kind: int, u: np.ndarray, v: np.ndarray, r: float, rng: np.random.Generator
+) -> np.ndarray:
     """Boolean mask of one shape in its own rotated frame (u, v measured from its centre)."""
     d = np.hypot(u, v)
     if kind == 1:  # disc
@@ -58,14 +64,15 @@ def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     c1, c2 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     style = rng.integers(4)
+    t: np.ndarray  # float32 zeros or a boolean pattern; made float32 below
     if style == 0:
         t = np.zeros((h, w), np.float32)
     elif style == 1:
         a, period = rng.uniform(0, math.pi), rng.uniform(4, 10)
         t = (np.sin((xx * math.cos(a) + yy * math.sin(a)) * 2 * math.pi / period) > 0)
     elif style == 2:
-        period = rng.integers(3, 8)
-        t = ((xx // period + yy // period) % 2).astype(bool)
+        cell = rng.integers(3, 8)
+        t = ((xx // cell + yy // cell) % 2).astype(bool)
     else:
         t = rng.uniform(0, 1, (h, w)) < 0.3
     t = np.asarray(t, np.float32)[..., None]
@@ -89,8 +96,8 @@ class SyntheticScenes(Dataset):
         length: int,
         size: int | tuple[int, int] = 128,
         seed: int = 0,
-        min_radius: float = 7.0,
-        max_radius: float = 30.0,
+        min_radius: float = DEFAULT_OBJECT_SCALE[0],
+        max_radius: float = DEFAULT_OBJECT_SCALE[1],
         transform: Transform | None = None,
     ) -> None:
         self.length = length
@@ -118,7 +125,8 @@ class SyntheticScenes(Dataset):
         image = c0 * (1 - g[..., None]) + c1 * g[..., None]
         low = rng.uniform(-0.15, 0.15, (max(h // 16, 2), max(w // 16, 2)))
         low = np.asarray(
-            Image.fromarray(low.astype(np.float32)).resize((w, h), Image.BILINEAR), np.float32
+            Image.fromarray(low.astype(np.float32)).resize((w, h), Image.Resampling.BILINEAR),
+            np.float32,
         )
         image = image + low[..., None]
         mask = np.zeros((h, w), np.uint8)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from model.checkpoint import CheckpointError, load_checkpoint, read_payload, save_checkpoint
 from model.data import DatasetError, FolderDataset, SyntheticScenes, make_loader
-from model.metrics import ConfusionMatrix
+from model.metrics import ConfusionMatrix, SegMetrics
 from model.transforms import eval_transforms
 
 log = logging.getLogger("deconvseg.evaluate")
@@ -29,7 +29,7 @@ HELD_OUT_SEED = 20261125  # never used by the documented training command
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, loader: DataLoader, num_classes: int, device: str | torch.device = "cpu"
-) -> dict[str, float | list[float]]:
+) -> SegMetrics:
     """mIoU, pixel accuracy and per-class IoU of `model` over `loader`'s (image, mask) batches."""
     was_training = model.training
     model.eval()
@@ -63,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         ckpt = load_checkpoint(args.checkpoint, device=args.device)
         transform = eval_transforms(ckpt.mean, ckpt.std)
+        dataset: SyntheticScenes | FolderDataset
         if args.data == "synthetic":
             dataset = SyntheticScenes(args.images, size=args.size, seed=args.seed,
                                       transform=transform)

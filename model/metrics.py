@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 
 from model.classes import IGNORE_INDEX
+
+
+class SegMetrics(TypedDict):
+    """What `ConfusionMatrix.compute` (and `model.evaluate.evaluate`) return."""
+
+    miou: float
+    pixel_accuracy: float
+    per_class_iou: list[float]
 
 
 class ConfusionMatrix:
@@ -31,7 +41,7 @@ class ConfusionMatrix:
         union = m.sum(0) + m.sum(1) - tp
         return torch.where(union > 0, tp / union.clamp(min=1), torch.tensor(float("nan")))
 
-    def compute(self) -> dict[str, float | list[float]]:
+    def compute(self) -> SegMetrics:
         iou = self.per_class_iou()
         total = self.matrix.sum().item()
         return {

@@ -135,7 +135,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: nn.Module, height: int = 256, width: int = 256) -> int:
+def count_flops(model: DeconvNet, height: int = 256, width: int = 256) -> int:
     """Forward FLOPs (multiply and add counted separately) for one image of this size."""
     from torch.utils.flop_counter import FlopCounterMode
 

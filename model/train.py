@@ -15,18 +15,25 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from model.checkpoint import checkpoint_dict, read_payload, save_checkpoint
 from model.classes import default_palette
-from model.data import DatasetError, FolderDataset, SyntheticScenes, make_loader
+from model.data import (
+    DEFAULT_OBJECT_SCALE,
+    DatasetError,
+    FolderDataset,
+    Sample,
+    SyntheticScenes,
+    make_loader,
+)
 from model.evaluate import evaluate
 from model.net import DeconvNet, NetConfig
 from model.transforms import (
@@ -40,6 +47,9 @@ from model.transforms import (
 )
 
 log = logging.getLogger("deconvseg.train")
+
+# The datasets training handles; each is a torch Dataset of `Sample`s with a length.
+SegDataset: TypeAlias = SyntheticScenes | FolderDataset | Subset[Sample]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -95,7 +105,9 @@ def is_main(rank: int) -> bool:
 # --- data -------------------------------------------------------------------------------------
 
 
-def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str]]:
+def build_datasets(args: argparse.Namespace) -> tuple[SegDataset, SegDataset, list[str]]:
+    train: SegDataset
+    val: SegDataset
     train_tf = train_transforms(args.crop_size, DEFAULT_MEAN, DEFAULT_STD,
                                 tuple(args.scale_jitter), args.color_jitter)
     val_tf = eval_transforms(DEFAULT_MEAN, DEFAULT_STD)
@@ -119,7 +131,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[Dataset, Dataset, list[str
     return train, Subset(val_full, order[:n_val] or order), train_full.classes
 
 
-def epoch_subset(train: Dataset, args: argparse.Namespace, epoch: int) -> Dataset:
+def epoch_subset(train: SegDataset, args: argparse.Namespace, epoch: int) -> SegDataset:
     """Synthetic data: epoch e sees its own fresh block of scenes."""
     if args.data == "synthetic":
         return Subset(train, range(epoch * args.epoch_size, (epoch + 1) * args.epoch_size))
@@ -245,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
     for epoch in range(start_epoch, last_epoch):
         t0 = time.perf_counter()
         subset = epoch_subset(train_set, args, epoch)
-        sampler = None
+        sampler: DistributedSampler[Sample] | None = None
         if world > 1:
             sampler = DistributedSampler(subset, num_replicas=world, rank=rank, shuffle=True,
                                          seed=args.seed, drop_last=True)
@@ -279,7 +291,7 @@ def main(args: argparse.Namespace) -> int:
             payload = checkpoint_dict(
                 model, classes, default_palette(len(classes)), DEFAULT_MEAN, DEFAULT_STD,
                 train_size=args.crop_size,
-                object_scale=[7.0, 30.0] if args.data == "synthetic" else [],
+                object_scale=list(DEFAULT_OBJECT_SCALE) if args.data == "synthetic" else [],
                 metrics={"val_miou": metrics["miou"],
                          "val_pixel_accuracy": metrics["pixel_accuracy"],
                          "val_per_class_iou": dict(zip(classes, metrics["per_class_iou"],
