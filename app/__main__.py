@@ -1,6 +1,8 @@
-"""`python -m app`: check the settings and the checkpoint, then serve with uvicorn.
+"""`python -m app`: check the settings and read the model repository, then serve with uvicorn.
 
-A bad setting or checkpoint exits at once (status 2 or 1) with one line on stderr. SIGTERM or
+A bad setting exits at once with status 2 and one line on stderr; a repository with no loadable
+model exits with status 1 and one line per failure. A model that fails to load while others
+can serve is logged and listed in GET /models. SIGTERM or
 Ctrl-C drains: /readyz turns 503, requests in flight finish, queued images are computed, and the
 process exits 0. If the inference worker dies, /readyz turns 503 at once and the process drains
 and exits with status 3, for its supervisor (Docker's restart policy) to restart it.
@@ -19,10 +21,11 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.allocator import tune_malloc
-from app.inference import DeviceUnavailable, resolve_device
-from app.main import create_app
+from app.inference import DeviceUnavailable
+from app.main import build_registry, create_app
+from app.metrics import Metrics
+from app.repository import RepositoryError
 from app.settings import describe_validation_error, get_settings
-from model.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger("deconvseg")
 
@@ -37,18 +40,17 @@ class DrainingServer(uvicorn.Server):
         self.worker_died = False
 
     async def on_tick(self, counter: int) -> bool:
-        service = getattr(self.app.state, "service", None)
-        if service is not None and service.batcher.failed is not None and not self.worker_died:
+        failed = self.app.state.runtime.batcher.failed
+        if failed is not None and not self.worker_died:
             self.worker_died = True
             log.critical("the inference worker died (%r); shutting down with exit status 3",
-                         service.batcher.failed)
+                         failed)
             self.should_exit = True
         return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        service = getattr(self.app.state, "service", None)
-        if service is not None:
-            service.draining = True
+        self.app.state.runtime.admission.draining = True
+        self.app.state.registry.closing = True  # a load in progress stops at its next step
         super().handle_exit(sig, frame)
 
 
@@ -66,14 +68,20 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tune_malloc()  # before the model allocates: no page faults per forward (app/allocator.py)
-    torch.set_num_threads(1)  # only the inference workers run OpenMP teams (service.threads_for)
+    torch.set_num_threads(1)  # only the inference workers run OpenMP teams (app/workers.py)
     try:
-        checkpoint = load_checkpoint(settings.checkpoint, device=resolve_device(settings.device),
-                                     expected_sha256=settings.pinned_sha256)
-    except (CheckpointError, DeviceUnavailable) as exc:
+        registry = build_registry(settings, Metrics())
+        problems = registry.prepare()
+    except (RepositoryError, DeviceUnavailable) as exc:
         print(f"deconvseg: cannot start: {exc}", file=sys.stderr)
         return 1
-    app = create_app(settings, checkpoint)
+    if not registry.loadable:
+        lines = problems or [f"{registry.source}: no model to serve"]
+        print("\n".join(f"deconvseg: cannot start: {line}" for line in lines), file=sys.stderr)
+        return 1
+    for problem in problems:
+        log.error("%s", problem)
+    app = create_app(settings, registry)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level, lifespan="on",
                             access_log=settings.log_level == "debug",

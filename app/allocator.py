@@ -38,3 +38,15 @@ def tune_malloc(trim_threshold: int = 64 * MIB, top_pad: int = 16 * MIB,
         (M_TOP_PAD, top_pad)))
     log.debug("malloc tuning %s", "applied" if ok else "refused")
     return ok
+
+
+def trim() -> bool:
+    """Hand freed memory back to the OS now (after a model version is unloaded); False where
+    the C library is not glibc."""
+    try:
+        malloc_trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    malloc_trim(0)
+    return True

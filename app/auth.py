@@ -1,9 +1,11 @@
-"""Optional API key: `Authorization: Bearer KEY` or `X-API-Key: KEY`, compared in constant time.
+"""Keys: the API key (`DECONVSEG_API_KEY`, every API route) and the admin key
+(`DECONVSEG_ADMIN_KEY`, the model-control routes). Each is sent as `Authorization: Bearer KEY`
+or in its own header (`X-API-Key`, `X-Admin-Key`) and compared in constant time.
 
-A route asks for the key by declaring the `APIKey` dependency, which puts a security
-requirement on it in the OpenAPI schema. `ApiKeyMiddleware` enforces the key on exactly those
-paths before the app runs, so an unauthenticated upload is refused with 401 without reading its
-body (the dependency alone would run only after FastAPI has parsed the multipart body).
+A route asks for a key by declaring its dependency (`APIKey`, `AdminKey`), which puts a security
+requirement on it in the OpenAPI schema. `KeyMiddleware` enforces the key on exactly those paths
+before the app runs, so an unauthenticated upload is refused with 401 without reading its body
+(the dependency alone would run only after FastAPI has parsed the multipart body).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -20,14 +23,29 @@ from pydantic import SecretStr
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import APIError, error_body
-from app.middleware import RouteLabel, send_json
+from app.errors import Unauthorized
+from app.middleware import RouteLabel
+from app.responses import send_error
 
-bearer_scheme = HTTPBearer(auto_error=False, description="DECONVSEG_API_KEY as a bearer token")
-header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False,
-                             description="DECONVSEG_API_KEY in the X-API-Key header")
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="deconvseg"'}
-MESSAGE = "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+@dataclass(frozen=True)
+class KeyKind:
+    setting: str  # the Settings field holding the key
+    header: str  # the header that may carry it instead of Authorization: Bearer
+    schemes: tuple[str, str]  # OpenAPI security scheme names (bearer, header)
+
+    def refusal(self) -> Unauthorized:
+        return Unauthorized("unauthorized", f"a valid {self.noun} is required: send "
+                                            f"'Authorization: Bearer <key>' or "
+                                            f"'{self.header}: <key>'")
+
+    @property
+    def noun(self) -> str:
+        return "admin key" if self.setting == "admin_key" else "API key"
+
+
+API = KeyKind("api_key", "X-API-Key", ("APIKeyBearer", "APIKeyHeader"))
+ADMIN = KeyKind("admin_key", "X-Admin-Key", ("AdminKeyBearer", "AdminKeyHeader"))
 
 
 def key_matches(supplied: str, expected: SecretStr) -> bool:
@@ -36,54 +54,83 @@ def key_matches(supplied: str, expected: SecretStr) -> bool:
                                hashlib.sha256(expected.get_secret_value().encode()).digest())
 
 
-def require_api_key(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    header_key: Annotated[str | None, Depends(header_scheme)],
-) -> None:
+def _schemes(kind: KeyKind) -> tuple[HTTPBearer, APIKeyHeader]:
+    variable = f"DECONVSEG_{kind.setting.upper()}"
+    return (HTTPBearer(auto_error=False, scheme_name=kind.schemes[0],
+                       description=f"{variable} as a bearer token"),
+            APIKeyHeader(name=kind.header, auto_error=False, scheme_name=kind.schemes[1],
+                         description=f"{variable} in the {kind.header} header"))
+
+
+def _check(request: Request, kind: KeyKind, token: HTTPAuthorizationCredentials | None,
+           header_key: str | None) -> None:
     """Pass when no key is configured or the request carries it; else 401."""
-    expected = request.app.state.settings.api_key
+    expected = getattr(request.app.state.settings, kind.setting)
     if expected is None:
         return
-    supplied = bearer.credentials if bearer is not None else header_key or ""
+    supplied = token.credentials if token is not None else header_key or ""
     if not key_matches(supplied, expected):
-        raise APIError(401, "unauthorized", MESSAGE, CHALLENGE)
+        raise kind.refusal()
+
+
+_api_bearer, _api_header = _schemes(API)
+_admin_bearer, _admin_header = _schemes(ADMIN)
+
+
+def require_api_key(request: Request,
+                    token: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_bearer)],
+                    header_key: Annotated[str | None, Depends(_api_header)]) -> None:
+    _check(request, API, token, header_key)
+
+
+def require_admin_key(request: Request,
+                      token: Annotated[HTTPAuthorizationCredentials | None,
+                                       Depends(_admin_bearer)],
+                      header_key: Annotated[str | None, Depends(_admin_header)]) -> None:
+    _check(request, ADMIN, token, header_key)
 
 
 APIKey = Depends(require_api_key)
+AdminKey = Depends(require_admin_key)
 
 
-def protected_paths(openapi: dict[str, Any]) -> dict[str, re.Pattern]:
-    """Path template → regex, for every path with an operation that requires the key."""
+def protected_paths(openapi: dict[str, Any], kind: KeyKind = API) -> dict[str, re.Pattern]:
+    """Path template → regex, for every path with an operation that requires `kind`'s key."""
+    def requires(op: Any) -> bool:
+        return isinstance(op, dict) and any(
+            scheme in kind.schemes for req in op.get("security", []) for scheme in req)
+
     return {path: compile_path(path)[0] for path, item in openapi["paths"].items()
-            if any(isinstance(op, dict) and op.get("security") for op in item.values())}
+            if any(requires(op) for op in item.values())}
 
 
-def _supplied_key(scope: Scope) -> str:
+def supplied_key(scope: Scope, header: str) -> str:
     headers = dict(scope.get("headers", []))
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return headers.get(b"x-api-key", b"").decode("latin-1")
+    return headers.get(header.lower().encode(), b"").decode("latin-1")
 
 
-class ApiKeyMiddleware:
-    """401 before the body is read, on the paths whose operations require the key."""
+class KeyMiddleware:
+    """401 before the body is read, on the paths whose operations require `kind`'s key."""
 
-    def __init__(self, app: ASGIApp, api_key: SecretStr | None,
-                 openapi: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, app: ASGIApp, key: SecretStr | None,
+                 openapi: Callable[[], dict[str, Any]], kind: KeyKind = API) -> None:
         self.app = app
-        self.api_key = api_key
+        self.key = key
+        self.kind = kind
         self.openapi = openapi  # the app's schema, built once on first use
         self._protected: dict[str, re.Pattern] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.api_key is not None:
+        if scope["type"] == "http" and self.key is not None:
             if self._protected is None:
-                self._protected = protected_paths(self.openapi())
+                self._protected = protected_paths(self.openapi(), self.kind)
             path = next((template for template, regex in self._protected.items()
                          if regex.match(scope["path"])), None)
-            if path is not None and not key_matches(_supplied_key(scope), self.api_key):
+            if path is not None and not key_matches(supplied_key(scope, self.kind.header),
+                                                    self.key):
                 scope["route"] = RouteLabel(path)  # metrics count it under its route
-                return await send_json(send, 401, error_body("unauthorized", MESSAGE), CHALLENGE)
+                return await send_error(send, self.kind.refusal())
         await self.app(scope, receive, send)

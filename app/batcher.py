@@ -1,10 +1,15 @@
-"""Dynamic batching: an asyncio front end feeding a pool of inference threads (one by default).
+"""Dynamic batching: an asyncio front end feeding a pool of inference threads.
 
-A batch closes when it holds `max_batch_size` items of one bucket (same key, e.g. same input
-shape) or `max_batch_delay_s` after its first item was queued; when the worker finds a lone item
-and nothing else waiting, it runs it at once. Items whose deadline passed or whose caller went
-away are dropped before compute. If a batch raises, its items are retried one by one so that only
-the item that fails gets the error.
+Work arrives in lanes, one per loaded model version, each with its own `predict` and batch
+knobs. A batch holds items of one lane and one bucket (e.g. the same input shape) and closes when
+it holds the lane's `max_batch_size` items or `max_batch_delay_s` after its first item was
+queued; a worker that finds a lone item and nothing else waiting runs it at once. Items whose
+deadline passed or whose caller went away are dropped before compute. If a batch raises, its
+items are retried one by one so that only the item that fails gets the error. Which worker takes
+a batch, and with how many threads, is `app.workers.ThreadPolicy`'s decision.
+
+Locking: `_cond` guards `_pending`, `_busy`, `_accepting`, `_stopping` and each queued item's
+`started` and `abandoned`; an item's future is only ever touched on its event loop's thread.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
+
+from app.workers import ThreadPolicy, WorkerContext
 
 log = logging.getLogger("deconvseg.batcher")
 
@@ -33,7 +40,7 @@ class DeadlineExceeded(Exception):
 
 
 class BatcherStopped(Exception):
-    """The batcher is not accepting work (draining, stopped, or its worker died)."""
+    """The batcher is not accepting work (draining, stopped, or a worker died)."""
 
 
 class Result(NamedTuple, Generic[Out]):
@@ -49,46 +56,49 @@ class BatchStats:
     compute_seconds: float
 
 
-@dataclass
-class _Item(Generic[In]):
-    value: In
+def _no_stats(_: BatchStats) -> None:
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class Lane(Generic[In, Out]):
+    """One stream of work: its predict stage and batch knobs (checked here, at construction)."""
+
+    predict: Callable[[Sequence[In], WorkerContext], Sequence[Out]]
+    max_batch_size: int = 8
+    max_batch_delay_s: float = 0.005
+    bucket: Callable[[In], Hashable] = lambda _: None
+    on_batch: Callable[[BatchStats], None] = _no_stats
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be ≥ 1, got {self.max_batch_size}")
+        if self.max_batch_delay_s < 0:
+            raise ValueError(f"max_batch_delay_s must be ≥ 0, got {self.max_batch_delay_s}")
+
+
+@dataclass(eq=False)
+class _Item:
+    value: Any
+    lane: Lane
     key: Hashable
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     deadline: float
     enqueued: float = field(default_factory=time.monotonic)
-    started: float = 0.0
+    started: float = 0.0  # under _cond
+    abandoned: bool = False  # under _cond
 
 
-class Batcher(Generic[In, Out]):
-    """`await submit(x, timeout)` → `Result`; `predict` sees lists of same-key items."""
+class Batcher:
+    """`await submit(lane, x, timeout)` → `Result`; lanes share one queue and one worker pool."""
 
-    def __init__(
-        self,
-        predict: Callable[[Sequence[In]], Sequence[Out]],
-        max_batch_size: int = 8,
-        max_batch_delay_s: float = 0.005,
-        max_queue: int = 64,
-        key: Callable[[In], Hashable] = lambda _: None,
-        on_batch: Callable[[BatchStats], None] | None = None,
-        on_drop: Callable[[str], None] | None = None,
-        workers: int = 1,
-    ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be ≥ 1, got {max_batch_size}")
-        if max_batch_delay_s < 0:
-            raise ValueError(f"max_batch_delay_s must be ≥ 0, got {max_batch_delay_s}")
+    def __init__(self, policy: ThreadPolicy, max_queue: int = 64,
+                 on_drop: Callable[[str], None] | None = None) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be ≥ 1, got {max_queue}")
-        if workers < 1:
-            raise ValueError(f"workers must be ≥ 1, got {workers}")
-        self.workers = workers
-        self.predict = predict
-        self.max_batch_size = max_batch_size
-        self.max_batch_delay_s = max_batch_delay_s
+        self.policy = policy
         self.max_queue = max_queue
-        self.key = key
-        self.on_batch = on_batch or (lambda _: None)
         self.on_drop = on_drop or (lambda _: None)
         self._pending: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -96,13 +106,17 @@ class Batcher(Generic[In, Out]):
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._busy = 0  # workers holding a batch
-        self._local = threading.local()  # .index in each worker thread
         self.failed: BaseException | None = None
+
+    @property
+    def workers(self) -> int:
+        return self.policy.workers
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._accepting, self._stopping = True, False
+        with self._cond:
+            self._accepting, self._stopping = True, False
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
                                           name=f"inference-worker-{i}")
                          for i in range(self.workers)]
@@ -110,7 +124,7 @@ class Batcher(Generic[In, Out]):
             thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, finish everything already queued, then end the worker."""
+        """Stop accepting, finish everything already queued, then end the workers."""
         with self._cond:
             self._accepting = False
             self._stopping = True
@@ -128,11 +142,6 @@ class Batcher(Generic[In, Out]):
     def depth(self) -> int:
         return len(self._pending)
 
-    @property
-    def busy(self) -> int:
-        """Workers holding a batch (the caller's own included, from inside `predict`)."""
-        return self._busy
-
     def wait_until_queued(self, count: int, timeout: float | None = None) -> bool:
         """Block until at least `count` items wait in the queue (False on timeout)."""
         with self._cond:
@@ -140,14 +149,15 @@ class Batcher(Generic[In, Out]):
 
     # --- front end ----------------------------------------------------------------------------
 
-    async def submit(self, value: In, timeout_s: float) -> Result[Out]:
-        """Queue one item and wait for its result, at most `timeout_s` seconds."""
+    async def submit(self, lane: Lane[In, Out], value: In, timeout_s: float) -> Result[Out]:
+        """Queue one item on `lane` and wait for its result, at most `timeout_s` seconds."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()  # exists before the item is visible
-        item = _Item(value, self.key(value), future, loop, time.monotonic() + timeout_s)
+        item = _Item(value, lane, (lane, lane.bucket(value)), future, loop,
+                     time.monotonic() + timeout_s)
         with self._cond:
             if not self._accepting or not self.alive:
-                raise BatcherStopped("the inference worker is not accepting work")
+                raise BatcherStopped("the inference workers are not accepting work")
             if len(self._pending) >= self.max_queue:
                 self.on_drop("queue_full")
                 raise QueueFull(f"{self.max_queue} images are already queued")
@@ -163,48 +173,56 @@ class Batcher(Generic[In, Out]):
             raise
 
     def _abandon(self, item: _Item, reason: str) -> None:
-        """Cancel the item's future; the worker skips it. A drop only if it never started."""
-        if item.future.cancel() and not item.started:
+        """The worker skips an abandoned item; it counts as dropped only if it never started."""
+        with self._cond:
+            item.abandoned = True
+            never_started = not item.started
+        if item.future.cancel() and never_started:
             self.on_drop(reason)
 
-    # --- worker -------------------------------------------------------------------------------
+    # --- workers ------------------------------------------------------------------------------
 
-    def _take_batch(self, index: int = 0) -> list[_Item] | None:
-        """Block for the next batch; None once stopping with nothing left.
-
-        Worker 0 takes work whenever it is idle; the others only while some worker is busy, so
-        that light traffic always runs on the same thread. Alternating between workers cost
-        ~8 ms a forward here: the idle worker's OpenMP threads still spin after their last
-        forward and take a core from the other worker's team.
-        """
+    def _take(self, index: int) -> tuple[list[_Item], WorkerContext] | None:
+        """Block for the next batch that is still wanted; None once stopping with nothing left."""
         with self._cond:
-            while not self._pending or (index > 0 and self._busy == 0 and not self._stopping):
-                if self._stopping and not self._pending:
-                    return None
-                self._cond.wait()
-            first = self._pending.popleft()
-            self._busy += 1  # claimed: the other workers may now help with what is left
-            self._cond.notify_all()
-            batch = [first]
-            lone = not self._pending  # idle worker, nothing else waiting: run at once
-            close_at = first.enqueued + self.max_batch_delay_s
-            while len(batch) < self.max_batch_size:
-                same = next((it for it in self._pending if it.key == first.key), None)
-                if same is not None:
-                    self._pending.remove(same)
-                    batch.append(same)
-                    continue
-                remaining = close_at - time.monotonic()
-                if lone or remaining <= 0 or self._stopping:
-                    break
-                self._cond.wait(remaining)
-            return batch
+            while True:
+                while not self._pending or (not self.policy.may_take(index, self._busy)
+                                            and not self._stopping):
+                    if self._stopping and not self._pending:
+                        return None
+                    self._cond.wait()
+                batch = self._gather(self._pending.popleft())
+                live = self._live(batch)
+                if live:
+                    return live, self.policy.context(index, self._busy, len(self._pending))
+                self._busy -= 1
+                self._cond.notify_all()
+
+    def _gather(self, first: _Item) -> list[_Item]:
+        """`first` and its companions (same key), waiting up to the lane's delay (lock held)."""
+        self._busy += 1  # claimed: the other workers may now help with what is left
+        self._cond.notify_all()
+        batch = [first]
+        lone = not self._pending  # idle worker, nothing else waiting: run at once
+        close_at = first.enqueued + first.lane.max_batch_delay_s
+        while len(batch) < first.lane.max_batch_size:
+            same = next((it for it in self._pending if it.key == first.key), None)
+            if same is not None:
+                self._pending.remove(same)
+                batch.append(same)
+                continue
+            remaining = close_at - time.monotonic()
+            if lone or remaining <= 0 or self._stopping:
+                break
+            self._cond.wait(remaining)
+        return batch
 
     def _live(self, batch: list[_Item]) -> list[_Item]:
+        """Mark the batch's wanted items started; answer the late ones (lock held)."""
         now = time.monotonic()
         live = []
         for item in batch:
-            if item.future.cancelled():
+            if item.abandoned:
                 continue  # counted as dropped by the front end
             if now > item.deadline:
                 item.loop.call_soon_threadsafe(_settle, item.future, None,
@@ -215,43 +233,40 @@ class Batcher(Generic[In, Out]):
             live.append(item)
         return live
 
-    def worker_index(self) -> int:
-        """The calling worker's index (0 for any other thread)."""
-        return getattr(self._local, "index", 0)
-
-    def _run(self, index: int = 0) -> None:
-        self._local.index = index
+    def _run(self, index: int) -> None:
         batch: list[_Item] = []
         try:
-            while (batch := self._take_batch(index)) is not None:
-                settle: Callable[[], None] = _nothing
+            while (taken := self._take(index)) is not None:
+                batch, context = taken
                 try:
-                    live = self._live(batch)
-                    if live:
-                        settle = self._compute(live)
+                    settle = self._compute(batch, context)
                 finally:  # free before answering, so a caller's next request finds us idle
                     with self._cond:
                         self._busy -= 1
                         self._cond.notify_all()
                 settle()
+                batch = []
         except BaseException as exc:  # a worker bug: fail loudly, never look healthy
             self.failed = exc
             log.exception("inference worker died")
             with self._cond:
                 self._accepting = False
-                for item in [*(batch or []), *self._pending]:  # the batch it died on, the queue
+                for item in [*batch, *self._pending]:  # the batch it died on, the queue
                     item.loop.call_soon_threadsafe(_settle, item.future, None,
                                                    BatcherStopped("inference worker died"))
                 self._pending.clear()
 
-    def _compute(self, batch: list[_Item]) -> Callable[[], None]:
+    def _compute(self, batch: list[_Item], context: WorkerContext) -> Callable[[], None]:
         """Predict a batch; returns the function that answers its callers."""
+        lane = batch[0].lane
         t0 = time.monotonic()
+        outputs: list[Any]
+        errors: list[BaseException | None]
         try:
-            outputs: list[Any] = list(self.predict([item.value for item in batch]))
+            outputs = list(lane.predict([item.value for item in batch], context))
             if len(outputs) != len(batch):
                 raise RuntimeError(f"predict returned {len(outputs)} results for {len(batch)}")
-            errors: list[BaseException | None] = [None] * len(batch)
+            errors = [None] * len(batch)
         except Exception as exc:
             if len(batch) == 1:
                 outputs, errors = [None], [exc]
@@ -259,13 +274,13 @@ class Batcher(Generic[In, Out]):
                 outputs, errors = [], []
                 for item in batch:
                     try:
-                        outputs.append(self.predict([item.value])[0])
+                        outputs.append(lane.predict([item.value], context)[0])
                         errors.append(None)
                     except Exception as exc:
                         outputs.append(None)
                         errors.append(exc)
         compute = time.monotonic() - t0
-        self.on_batch(BatchStats(len(batch), [it.started - it.enqueued for it in batch], compute))
+        lane.on_batch(BatchStats(len(batch), [it.started - it.enqueued for it in batch], compute))
 
         def answer() -> None:
             for item, out, err in zip(batch, outputs, errors, strict=True):
@@ -282,7 +297,3 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-def _nothing() -> None:
-    return None

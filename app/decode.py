@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import APIError
+from app.errors import InvalidInput, TooLarge, UnsupportedFormat
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 ALLOWED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
@@ -46,23 +46,23 @@ def configure_pillow(max_pixels: int) -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _too_many_pixels(width: int, height: int, max_pixels: int) -> APIError:
-    return APIError(413, "too_many_pixels",
+def _too_many_pixels(width: int, height: int, max_pixels: int) -> TooLarge:
+    return TooLarge("too_many_pixels",
                     f"the image is {width}×{height} = {width * height:,} pixels; the limit is "
                     f"{max_pixels:,} pixels ({max_pixels / 1e6:g} MP); send a smaller image")
 
 
-def _side_too_long(width: int, height: int, max_side: int) -> APIError:
-    return APIError(413, "side_too_long",
+def _side_too_long(width: int, height: int, max_side: int) -> TooLarge:
+    return TooLarge("side_too_long",
                     f"the image is {width}×{height}; its longest side is {max(width, height):,} "
                     f"pixels and the limit is {max_side:,}; send a smaller image")
 
 
-def _bomb(exc: Image.DecompressionBombError, max_pixels: int) -> APIError:
+def _bomb(exc: Image.DecompressionBombError, max_pixels: int) -> TooLarge:
     """Pillow's hard limit (2× ours) fired before our own check could name the size."""
     found = re.search(r"\((\d+) pixels\)", str(exc))
     size = f"{int(found.group(1)):,} pixels" if found else f"over {2 * max_pixels:,} pixels"
-    return APIError(413, "too_many_pixels",
+    return TooLarge("too_many_pixels",
                     f"the image is {size}; the limit is {max_pixels:,} pixels "
                     f"({max_pixels / 1e6:g} MP); send a smaller image")
 
@@ -81,16 +81,16 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
-def _unaccepted(data: bytes) -> APIError:
+def _unaccepted(data: bytes) -> InvalidInput | UnsupportedFormat:
     """415 for an image format we know and refuse (named from its magic bytes), else 400."""
     name = next((name for offset, magic, name in REFUSED_SIGNATURES
                  if data[offset:offset + len(magic)] == magic), None)
     if name is None and data[:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
         name = "PNM"
     if name:
-        return APIError(415, "unsupported_format",
+        return UnsupportedFormat("unsupported_format",
                         f"{name} images are not accepted; send {ALLOWED_TEXT}")
-    return APIError(400, "invalid_image",
+    return InvalidInput("invalid_image",
                     f"the file is not a readable image; send {ALLOWED_TEXT}")
 
 
@@ -105,7 +105,7 @@ def _check_png_crcs(data: bytes) -> None:
         (crc,) = struct.unpack_from(">I", data, end)
         if zlib.crc32(memoryview(data)[pos + 4:end]) != crc:
             kind = data[pos + 4:pos + 8].decode("latin-1")
-            raise APIError(400, "invalid_image", f"the PNG is corrupt: chunk {kind!r} at byte "
+            raise InvalidInput("invalid_image", f"the PNG is corrupt: chunk {kind!r} at byte "
                                                  f"{pos} fails its CRC check")
         if data[pos + 4:pos + 8] == b"IEND":
             return
@@ -113,13 +113,14 @@ def _check_png_crcs(data: bytes) -> None:
 
 
 def decode_image(data: bytes, max_pixels: int, max_side: int | None = None) -> np.ndarray:
-    """Decode an upload; raise APIError 400/413/415 with a message a user can act on.
+    """Decode an upload; raise InvalidInput, TooLarge or UnsupportedFormat with a message a
+    user can act on.
 
     The size (pixels, and the longest side when `max_side` is set) is checked from the header,
     before any pixel data is decoded.
     """
     if not data:
-        raise APIError(400, "empty_file", f"the uploaded file is empty (0 bytes); "
+        raise InvalidInput("empty_file", f"the uploaded file is empty (0 bytes); "
                                           f"send {ALLOWED_TEXT}")
     if data.startswith(PNG_SIGNATURE):
         _check_png_crcs(data)
@@ -130,7 +131,7 @@ def decode_image(data: bytes, max_pixels: int, max_side: int | None = None) -> n
     except Image.DecompressionBombError as exc:
         raise _bomb(exc, max_pixels) from None
     except Exception as exc:  # hostile bytes can break a header parser in any way: client input
-        raise APIError(400, "invalid_image",
+        raise InvalidInput("invalid_image",
                        f"the image header cannot be read ({type(exc).__name__})") from None
     with image:
         width, height = image.size
@@ -145,6 +146,6 @@ def decode_image(data: bytes, max_pixels: int, max_side: int | None = None) -> n
         except Image.DecompressionBombError as exc:
             raise _bomb(exc, max_pixels) from None
         except Exception as exc:
-            raise APIError(400, "invalid_image",
+            raise InvalidInput("invalid_image",
                            f"the {image.format} data is truncated or corrupt "
                            f"({type(exc).__name__}: {str(exc)[:120]})") from None

@@ -1,4 +1,4 @@
-"""FastAPI dependencies shared by the routers."""
+"""FastAPI dependencies shared by the routers: the objects the lifespan builds."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.errors import APIError
-from app.service import Service
+from app.registry import Registry
+from app.runtime import Runtime
 from app.settings import Settings
 
 
-def get_service(request: Request) -> Service:
-    """The running service (set by the lifespan)."""
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise APIError(503, "not_ready", "the model is still loading; retry shortly",
-                       {"Retry-After": "1"})
-    return service
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -25,5 +24,6 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

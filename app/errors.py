@@ -1,66 +1,76 @@
-"""One error shape for every response: {"error": {"code": "...", "message": "..."}}."""
+"""Domain errors: what went wrong, as a stable code and a sentence a user can act on.
+
+The stages (decode, predict, encode), the batcher, admission and the model registry raise these
+and know nothing of HTTP; `app.responses` maps each kind to its status code at the edge.
+"""
 
 from __future__ import annotations
 
-import logging
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+class ServingError(Exception):
+    """Base: `code` is stable and machine-readable, `message` says what to do about it;
+    `retry_after` (seconds) is set when trying again later may succeed."""
 
-log = logging.getLogger("deconvseg.errors")
-
-
-class APIError(Exception):
-    """An error a client can act on: HTTP status, stable code, and a sentence."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, code: str, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
+        self.code, self.message, self.retry_after = code, message, retry_after
 
 
-def error_body(code: str, message: str) -> dict:
-    return {"error": {"code": code, "message": message}}
+class InvalidInput(ServingError):
+    """The request or upload is malformed (empty, corrupt, not an image)."""
 
 
-def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+class Unauthorized(ServingError):
+    """The request lacks the key its route requires."""
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-               422: "invalid_request", 503: "unavailable"}
+class NotFound(ServingError):
+    """No such model, version or resource."""
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+class Conflict(ServingError):
+    """The request collides with work in progress or a configured limit (model loads)."""
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-            parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
-        message = "; ".join(parts) or "invalid request"
-        if any(e.get("type") == "missing" and "file" in map(str, e.get("loc", ()))
-               for e in exc.errors()):
-            message += " (send the image as multipart/form-data field 'file')"
-        return error_response(422, "invalid_request", message)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+class TooLarge(ServingError):
+    """Over a size limit: bytes, pixels, side, files or a budget."""
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", exc)
-        return error_response(500, "internal_error",
-                              "the server failed to handle this request; it has been logged")
+
+class UnsupportedFormat(ServingError):
+    """An image format we know and refuse."""
+
+
+class ClientGone(ServingError):
+    """The client closed the connection before its answer was ready."""
+
+
+class Failed(ServingError):
+    """A server fault that is not the client's doing; it has been logged."""
+
+
+class Unavailable(ServingError):
+    """Not now: warming up, loading, at capacity or shutting down."""
+
+
+class TimedOut(ServingError):
+    """The work did not finish within the request's deadline."""
+
+
+class LoadFailed(ServingError):
+    """A model or version could not be loaded; the message names the file and the reason."""
+
+
+def not_ready(state: str) -> Unavailable:
+    """The server as a whole cannot take work yet (or any more): warming up, shutting down."""
+    return Unavailable("not_ready", f"the service is {state}; retry shortly", retry_after=1)
+
+
+def model_not_ready(name: str, state: str, retry: bool = True) -> Unavailable:
+    """A model exists but has no version that can serve (loading, unloaded, failed)."""
+    return Unavailable("model_not_ready", f"model '{name}' is {state}",
+                       retry_after=1 if retry else None)
+
+
+def queue_full(max_queue: int) -> Unavailable:
+    return Unavailable("queue_full", f"the server is at capacity ({max_queue} images queued); "
+                                     "retry after the Retry-After delay", retry_after=1)

@@ -1,4 +1,4 @@
-"""The FastAPI application: `create_app()`; the model loads in the lifespan, then warms up."""
+"""The FastAPI application: `create_app()`; models load in the lifespan, then warm up."""
 
 from __future__ import annotations
 
@@ -10,63 +10,92 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.auth import ApiKeyMiddleware
-from app.decode import configure_pillow
-from app.errors import install_error_handlers
+from app.auth import ADMIN, API, KeyMiddleware
+from app.decode import ALLOWED_TEXT, configure_pillow
+from app.inference import resolve_device
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, LoadShedMiddleware, RequestMetricsMiddleware
-from app.routes import demo, health, metrics, model_card, segment
-from app.service import Service
+from app.pipeline import ModelVersion
+from app.registry import Registry, VersionFactory
+from app.repository import source_for
+from app.responses import install_error_handlers
+from app.routes import demo, health, metrics, models, repository, segment
+from app.runtime import Runtime
 from app.settings import Settings, get_settings
-from model.checkpoint import Checkpoint
 
 log = logging.getLogger("deconvseg")
 
-DESCRIPTION = """Upload an image, get a per-pixel class mask.
+DESCRIPTION = f"""Upload an image, get a per-pixel class mask.
 
-`POST /segment` takes the multipart field `file` (JPEG, PNG, WebP, BMP or GIF) and returns the
+`POST /segment` takes the multipart field `file` ({ALLOWED_TEXT}) and returns the
 mask as JSON (default), a palette PNG, COCO RLE, or an overlay for people (`?format=`).
-`POST /segment/batch` takes several `file` parts. Every error is
-`{"error": {"code": "...", "message": "..."}}`.
+`POST /segment/batch` takes several `file` parts. `/models/{{name}}/segment` and
+`/models/{{name}}/versions/{{version}}/segment` choose the model; `GET /models` lists them.
+Every response names the model and version that computed it (`X-Model-Name`,
+`X-Model-Version`). Every error is `{{"error": {{"code": "...", "message": "..."}}}}`.
 
 A browser demo page that uses this API is served at [`/`](/).
 """
 
 
-def create_app(settings: Settings | None = None, checkpoint: Checkpoint | None = None,
-               service_factory: type[Service] = Service) -> FastAPI:
-    """Build the app. `checkpoint` skips loading (`python -m app` loads it before binding)."""
+def build_registry(settings: Settings, metrics: Metrics,
+                   factory: VersionFactory = ModelVersion) -> Registry:
+    """The registry the settings describe (nothing read yet: call `prepare`)."""
+    source = source_for(settings.model_repository, settings.checkpoint, settings.pinned_sha256)
+    return Registry(source, settings, metrics, resolve_device(settings.device),
+                    settings.resolved_threads, factory)
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None,
+               factory: VersionFactory = ModelVersion) -> FastAPI:
+    """Build the app. A `registry` already prepared skips reading the repository at start-up
+    (`python -m app` reads it before binding, to fail fast)."""
     settings = settings or get_settings()
+    registry = registry or build_registry(settings, Metrics(), factory)
+    runtime = Runtime(settings, registry.metrics, registry.device)
+
+    async def warm_up() -> None:
+        await asyncio.to_thread(registry.start)
+        runtime.admission.warm = True
+        log.info("ready: %s", ", ".join(f"{v.name} v{v.number}" for v in registry.versions())
+                 or "no model can serve")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_pillow(settings.max_pixels)
-        # A bad checkpoint fails start-up here; warm-up runs after, /readyz is 503 until it ends.
-        service = await asyncio.to_thread(service_factory, settings, checkpoint,
-                                          app.state.metrics)
-        app.state.service = service
-        app.state.warm_up = asyncio.create_task(asyncio.to_thread(service.start))
+        if not registry.prepared:
+            for problem in await asyncio.to_thread(registry.prepare):
+                log.error("%s", problem)
+        runtime.start()
+        app.state.warm_up = asyncio.create_task(warm_up())
         try:
             yield
         finally:
-            service.draining = True
+            runtime.admission.draining = True
+            registry.closing = True
             await asyncio.gather(app.state.warm_up, return_exceptions=True)
             log.info("draining: finishing queued images")
-            await service.stop()
-            log.info("stopped")
+            await runtime.stop()
+            log.info("drained; responses since start by route and status: %s",
+                     registry.metrics.answered())
 
-    app = FastAPI(title="deconvseg", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="deconvseg", version="0.2.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
-    app.state.metrics = Metrics()
-    app.state.service = None
+    app.state.metrics = registry.metrics
+    app.state.registry = registry
+    app.state.runtime = runtime
     install_error_handlers(app)
-    for router in (segment.router, model_card.router, health.router, metrics.router,
-                   demo.router):
+    routers = [segment.router, models.router, health.router, metrics.router, demo.router]
+    if settings.admin_key is not None:
+        routers.append(repository.router)
+    for router in routers:
         app.include_router(router)
     # Last added is outermost: CORS headers on every response, metrics see the 401s and 413s.
-    app.add_middleware(LoadShedMiddleware)
+    app.add_middleware(LoadShedMiddleware, check=runtime.admission.check,
+                       paths=segment.UPLOAD_PATHS)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, openapi=app.openapi)
+    app.add_middleware(KeyMiddleware, key=settings.api_key, openapi=app.openapi, kind=API)
+    app.add_middleware(KeyMiddleware, key=settings.admin_key, openapi=app.openapi, kind=ADMIN)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -1,4 +1,8 @@
-"""Prometheus metrics, on a registry of the app's own (so several apps can live in one process)."""
+"""Prometheus metrics, on a registry of the app's own (so several apps can live in one process).
+
+Work done for a model carries `model` and `version` labels; HTTP requests are counted by route
+template and status.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from app.batcher import BatchStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+MODEL = ["model", "version"]
 
 
 class Metrics:
@@ -20,24 +25,49 @@ class Metrics:
                                          ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.stage_seconds = Histogram("deconvseg_stage_seconds",
                                        "time per stage: decode, queue, inference, encode",
-                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("deconvseg_batch_size", "images per model call",
+                                       [*MODEL, "stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("deconvseg_batch_size", "images per model call", MODEL,
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("deconvseg_queue_depth", "images waiting for the model",
                                  registry=r)
         self.padding_ratio = Histogram("deconvseg_padding_ratio",
-                                       "fraction of computed pixels that are padding",
+                                       "fraction of computed pixels that are padding", MODEL,
                                        buckets=(0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                                        registry=r)
         self.dropped = Counter("deconvseg_dropped", "requests dropped before compute, by reason",
                                ["reason"], registry=r)
-        self.ready = Gauge("deconvseg_ready", "1 when the model is loaded and warm", registry=r)
+        self.ready = Gauge("deconvseg_ready", "1 when the server is loaded and warm", registry=r)
+        self.model_ready = Gauge("deconvseg_model_ready",
+                                 "1 for each model version that is serving", MODEL, registry=r)
+        self.loads = Counter("deconvseg_model_loads", "model version loads by outcome",
+                             ["model", "outcome"], registry=r)
 
-    def observe_batch(self, stats: BatchStats) -> None:
-        self.batch_size.observe(stats.batch_size)
-        for q in stats.queue_seconds:
-            self.stage_seconds.labels("queue").observe(q)
-        self.stage_seconds.labels("inference").observe(stats.compute_seconds)
+    def stage(self, model: str, version: int, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(model, str(version), stage).observe(seconds)
+
+    def batch_observer(self, model: str, version: int) -> BatchObserver:
+        return BatchObserver(self, model, str(version))
+
+    def answered(self, prefix: str = "/") -> dict[str, int]:
+        """Responses since start as "<route> <status>" → count, for routes under `prefix`."""
+        return {f"{s.labels['route']} {s.labels['status']}": int(s.value)
+                for metric in self.requests.collect() for s in metric.samples
+                if s.name.endswith("_total") and s.labels["route"].startswith(prefix)}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BatchObserver:
+    """A lane's `on_batch`: batch size, each item's queue time and the batch's compute time."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self.size = metrics.batch_size.labels(model, version)
+        self.queue = metrics.stage_seconds.labels(model, version, "queue")
+        self.inference = metrics.stage_seconds.labels(model, version, "inference")
+
+    def __call__(self, stats: BatchStats) -> None:
+        self.size.observe(stats.batch_size)
+        for seconds in stats.queue_seconds:
+            self.queue.observe(seconds)
+        self.inference.observe(stats.compute_seconds)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import APIError, error_body
+from app.errors import ServingError
 from app.metrics import Metrics
+from app.responses import error_body, send_error, send_json
 
 
 class BodyTooLarge(Exception):
@@ -22,17 +24,6 @@ class RouteLabel:
     itself, so that the metrics count it under its route template."""
 
     path: str
-
-
-async def send_json(send: Send, status: int, body: dict,
-                    headers: dict[str, str] | None = None, close: bool = True) -> None:
-    """A JSON response; `close` (for a body left unread) ends the connection after it."""
-    payload = json.dumps(body).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw += [(b"connection", b"close")] if close else []
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
 
 
 class BodyLimitMiddleware:
@@ -101,26 +92,24 @@ async def _drain(receive: Receive) -> None:
 
 
 class LoadShedMiddleware:
-    """503 `queue_full` for uploads to `paths` while the service is at capacity, before the
-    multipart body is parsed or any image decoded: the body is read and dropped, so the
-    refusal is cheap under a burst and the connection stays usable."""
+    """503 for uploads to the segmentation routes while the server cannot take them (`check`
+    raises), before the multipart body is parsed or any image decoded: the body is read and
+    dropped, so the refusal is cheap under a burst and the connection stays usable."""
 
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...] = ("/segment", "/segment/batch")):
+    def __init__(self, app: ASGIApp, check: Callable[[], None], paths: re.Pattern) -> None:
         self.app = app
+        self.check = check
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
-            # The Starlette app sets itself in the scope before its middleware runs.
-            service = getattr(scope["app"].state, "service", None)
-            if service is not None:
-                try:
-                    service.check_capacity()
-                except APIError as exc:
-                    scope["route"] = RouteLabel(scope["path"])
-                    await _drain(receive)
-                    return await send_json(send, exc.status, error_body(exc.code, exc.message),
-                                           exc.headers, close=False)
+        if scope["type"] == "http" and scope["method"] == "POST" and self.paths.fullmatch(
+                scope["path"]):
+            try:
+                self.check()
+            except ServingError as exc:
+                scope["route"] = RouteLabel(scope["path"])
+                await _drain(receive)
+                return await send_error(send, exc, close=False)
         await self.app(scope, receive, send)
 
 

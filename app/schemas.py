@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.decode import ALLOWED_TEXT
+
 
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["too_many_pixels"])
@@ -19,16 +21,23 @@ class ErrorResponse(BaseModel):
 
 # status → (code, when): the error table, shown per route in the OpenAPI document.
 ERRORS: dict[int, tuple[str, str]] = {
-    400: ("empty_file | invalid_image | bad_request",
-          "the upload is empty, not an image, truncated or corrupt, or the body is malformed"),
-    401: ("unauthorized", "DECONVSEG_API_KEY is set and the request lacks the key"),
+    400: ("empty_file | invalid_image | bad_request | load_failed",
+          "the upload is empty, not an image, truncated or corrupt, or the body is malformed; "
+          "for a model load, the version that failed and why"),
+    401: ("unauthorized", "the route needs a key (DECONVSEG_API_KEY, or DECONVSEG_ADMIN_KEY "
+                          "for model control) and the request lacks it"),
+    404: ("model_not_found | version_not_found", "no such model or version in the repository"),
+    409: ("load_in_progress | too_many_versions",
+          "the model is already being loaded, or DECONVSEG_MAX_LOADED_VERSIONS would be passed"),
     413: ("payload_too_large | too_many_pixels | side_too_long | too_many_files",
           "body over DECONVSEG_MAX_UPLOAD_BYTES, image over DECONVSEG_MAX_PIXELS, a side over "
           "DECONVSEG_MAX_SIDE, or more files than DECONVSEG_MAX_BATCH_FILES"),
-    415: ("unsupported_format", "a format other than JPEG, PNG, WebP, BMP or GIF"),
+    415: ("unsupported_format", f"a format other than {ALLOWED_TEXT}"),
     422: ("invalid_request", "the multipart field 'file' is missing or a query value is invalid"),
     500: ("inference_failed | internal_error", "a server fault; never caused by client input"),
-    503: ("queue_full | not_ready", "queue full, warming up or shutting down; see Retry-After"),
+    503: ("queue_full | not_ready | model_not_ready",
+          "queue full, warming up, shutting down, or the model has no version that can serve "
+          "(loading, unloaded or failed); see Retry-After"),
     504: ("deadline_exceeded", "not segmented within DECONVSEG_REQUEST_TIMEOUT_S"),
 }
 
@@ -52,6 +61,7 @@ class EncodedMask(BaseModel):
 
 class ModelRef(BaseModel):
     name: str = Field(examples=["model"])
+    version: int = Field(examples=[1])
     sha256: str = Field(examples=["3f2a9c…"])
 
 
@@ -67,7 +77,7 @@ class SegmentResponse(BaseModel):
         "width": 640, "height": 480, "classes": ["background", "disc", "square"],
         "mask": {"encoding": "png", "data": "iVBORw0KGgo…"},
         "areas": {"background": 0.81, "disc": 0.12, "square": 0.07},
-        "model": {"name": "model", "sha256": "3f2a9c…"},
+        "model": {"name": "model", "version": 1, "sha256": "3f2a9c…"},
         "timings_ms": {"decode": 2.1, "queue": 0.4, "inference": 38.0, "encode": 1.2}}]})
 
     width: int
@@ -95,7 +105,7 @@ class RLEResponse(BaseModel):
         "width": 640, "height": 480, "classes": ["background", "disc"],
         "rle": [{"class": "disc", "index": 1, "size": [480, 640], "counts": [1200, 35, 445]}],
         "areas": {"background": 0.88, "disc": 0.12},
-        "model": {"name": "model", "sha256": "3f2a9c…"},
+        "model": {"name": "model", "version": 1, "sha256": "3f2a9c…"},
         "timings_ms": {"decode": 2.1, "queue": 0.4, "inference": 38.0, "encode": 1.2}}]})
 
     width: int
@@ -112,8 +122,8 @@ class BatchItem(BaseModel):
         {"filename": "a.png", "status": 200, "result": SegmentResponse.model_config[
             "json_schema_extra"]["examples"][0]},
         {"filename": "notes.txt", "status": 400, "error": {
-            "code": "invalid_image", "message": "the file is not a readable image; send JPEG, "
-                                                "PNG, WebP, BMP or GIF"}}]})
+            "code": "invalid_image",
+            "message": f"the file is not a readable image; send {ALLOWED_TEXT}"}}]})
 
     filename: str | None = None
     status: int = Field(description="the status this image alone would have had")
@@ -127,7 +137,7 @@ class Health(BaseModel):
 
 class ModelCard(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "name": "model", "sha256": "3f2a9c…", "classes": ["background", "disc"],
+        "name": "model", "version": 1, "sha256": "3f2a9c…", "classes": ["background", "disc"],
         "palette": [[0, 0, 0], [230, 25, 75]],
         "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "input_policy": {"formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"],
@@ -140,6 +150,7 @@ class ModelCard(BaseModel):
         "versions": {"torch": "2.14.1"}, "device": "cpu"}]})
 
     name: str
+    version: int
     sha256: str
     classes: list[str]
     palette: list[list[int]]
@@ -155,3 +166,31 @@ class ModelCard(BaseModel):
     device: str
     backend: str = Field(description="fp32 or bf16", examples=["bf16"])
     engine: str = Field(description="torchscript (frozen) or eager", examples=["torchscript"])
+
+
+class VersionStatus(BaseModel):
+    version: int
+    state: str = Field(description="loading, ready, unloading or unavailable",
+                       examples=["ready"])
+    reason: str | None = Field(None, description="why it is not ready",
+                               examples=["models/seg/3/model.pt: truncated or corrupt (…)"])
+
+
+class ModelStatus(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "model", "default": True, "serving_version": 2, "problems": [],
+        "versions": [{"version": 1, "state": "unavailable", "reason": "unloaded"},
+                     {"version": 2, "state": "ready"}]}]})
+
+    name: str
+    default: bool = Field(description="the model /segment and /model use")
+    serving_version: int | None = Field(description="the version /models/{name}/segment uses")
+    problems: list[str] = Field(description="repository mistakes in this model's folder")
+    versions: list[VersionStatus]
+
+
+class IndexEntry(BaseModel):
+    name: str
+    version: int
+    state: str
+    reason: str | None = None

@@ -18,10 +18,23 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    checkpoint: Path = Field(Path("weights/model.pt"), description="checkpoint file to serve")
+    checkpoint: Path = Field(Path("weights/model.pt"), description="checkpoint file to serve "
+                             "as a one-model repository (model = the file's stem, version 1); "
+                             "ignored when MODEL_REPOSITORY is set")
     pinned_sha256: str | None = Field(
         None, description="refuse to start unless the checkpoint has this sha256"
     )
+    model_repository: Path | None = Field(
+        None, description="folder of <model>/<version>/model.pt (+ optional <model>/config.json)")
+    default_model: str | None = Field(
+        None, description="the model /segment and /model use; unset = the only model, else the "
+        "first by name")
+    max_loaded_versions: int = Field(
+        4, ge=1, le=256, description="model versions held in memory at once (loading, serving "
+        "or draining); loads beyond it are refused with 409")
+    admin_key: SecretStr | None = Field(
+        None, description="enables the model-control routes (/v2/repository/...) and guards "
+        "them; sent as 'Authorization: Bearer <key>' or 'X-Admin-Key'")
     host: str = Field("127.0.0.1", min_length=1, description="interface to listen on")
     port: int = Field(8000, ge=1, le=65535, description="TCP port")
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -75,7 +88,8 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
-    @field_validator("pinned_sha256", "api_key", mode="before")
+    @field_validator("pinned_sha256", "api_key", "admin_key", "model_repository",
+                     "default_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -137,7 +151,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if field:
             raw = error.get("input")
-            value = "<hidden>" if field == "api_key" else raw if isinstance(raw, str) else repr(raw)
+            secret = field in ("api_key", "admin_key")
+            value = "<hidden>" if secret else raw if isinstance(raw, str) else repr(raw)
             parts.append(f"{ENV_PREFIX}{field.upper()}={value}: {message}")
         else:
             parts.append(message)

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.errors import APIError
+from app.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"demo.css": "text/css", "demo.js": "text/javascript"}
@@ -32,5 +32,5 @@ async def demo_page() -> FileResponse:
 async def demo_asset(name: str) -> FileResponse:
     """The page's stylesheet and script; nothing else under /static is served."""
     if name not in ASSETS:
-        raise APIError(404, "not_found", f"no static file '{name}'; the demo page is at /")
+        raise NotFound("not_found", f"no static file '{name}'; the demo page is at /")
     return FileResponse(STATIC / name, media_type=ASSETS[name])

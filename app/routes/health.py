@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from app.errors import APIError
+from app import errors
+from app.deps import RegistryDep, RuntimeDep
 from app.schemas import Health, error_responses
 
 router = APIRouter(tags=["health"])
@@ -17,11 +18,11 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses=error_responses(503))
-async def readyz(request: Request) -> Health:
-    """Readiness: 200 once the model is loaded and warm; 503 before that, while draining, and
-    once the inference worker has died (the process then exits with status 3)."""
-    service = request.app.state.service
-    if service is None or not service.ready:
-        state = "warming up" if service is None else service.state
-        raise APIError(503, "not_ready", f"the service is {state}", {"Retry-After": "1"})
-    return Health(status="ready")
+async def readyz(runtime: RuntimeDep, registry: RegistryDep) -> Health:
+    """Readiness: 200 once start-up loading and warm-up are done and the default model has a
+    serving version; 503 before that, while draining, and once an inference worker has died
+    (the process then exits with status 3)."""
+    if not runtime.admission.ready:
+        raise errors.not_ready(runtime.admission.state)
+    with registry.lease():  # raises model_not_ready when the default model cannot serve
+        return Health(status="ready")

@@ -1,27 +1,36 @@
-"""POST /segment and POST /segment/batch."""
+"""POST /segment and /segment/batch, for the default model's serving version, a named model
+(`/models/{name}/...`) or one version of it (`/models/{name}/versions/{version}/...`)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Awaitable
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
+from app import errors
 from app.auth import APIKey
-from app.deps import ServiceDep, SettingsDep
-from app.errors import APIError
+from app.decode import ALLOWED_TEXT
+from app.deps import RegistryDep, RuntimeDep, SettingsDep
+from app.pipeline import Format, ModelVersion
+from app.registry import Registry
+from app.responses import status_of
+from app.runtime import Runtime
 from app.schemas import BatchItem, RLEResponse, SegmentResponse, error_responses
-from app.service import Format
 
 router = APIRouter(tags=["segmentation"], dependencies=[APIKey])
 T = TypeVar("T")
 
-ERRORS = error_responses(400, 401, 413, 415, 422, 500, 503, 504)
+# Every upload route, for the load shedding that runs before the router.
+UPLOAD_PATHS = re.compile(r"(/models/[^/]+(/versions/[^/]+)?)?/segment(/batch)?")
+ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 PNG_BODY = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
-FileField = Annotated[UploadFile, File(description="the image: JPEG, PNG, WebP, BMP or GIF")]
+FileField = Annotated[UploadFile, File(description=f"the image: {ALLOWED_TEXT}")]
 FilesField = Annotated[list[UploadFile], File(description="images as repeated 'file' parts",
                                               min_length=1)]
 FormatQuery = Annotated[Format, Query(alias="format",
@@ -42,7 +51,7 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
-            raise APIError(499, "client_closed_request", "the client closed the connection")
+            raise errors.ClientGone("client_closed_request", "the client closed the connection")
         return task.result()
     finally:  # also when this handler itself is cancelled
         watcher.cancel()
@@ -51,31 +60,109 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             await asyncio.wait({task})  # its images are marked abandoned before we return
 
 
-@router.post("/segment", response_model=SegmentResponse | RLEResponse,
-             responses={200: {"description": "json or rle: JSON; png or overlay: image/png",
-                              "content": PNG_BODY}, **ERRORS})
-async def segment(request: Request, file: FileField, service: ServiceDep,
-                  output: FormatQuery = Format.json) -> Response:
-    """Segment one image; the mask has the upload's (EXIF-oriented) width × height."""
+def model_headers(version: ModelVersion) -> dict[str, str]:
+    """What computed the response."""
+    return {"X-Model-Name": version.name, "X-Model-Version": str(version.number),
+            "X-Model-SHA256": version.ckpt.sha256}
+
+
+def _batch_item(filename: str | None, outcome: dict[str, Any] | errors.ServingError
+                ) -> dict[str, Any]:
+    if isinstance(outcome, errors.ServingError):
+        return {"filename": filename, "status": status_of(outcome),
+                "error": {"code": outcome.code, "message": outcome.message}}
+    return {"filename": filename, "status": 200, "result": outcome}
+
+
+async def _segment(request: Request, name: str | None, number: int | None,
+                   file: UploadFile, registry: Registry, runtime: Runtime,
+                   output: Format) -> Response:
     started = time.perf_counter()
     data = await file.read()
-    encoded = await _unless_disconnected(
-        request, service.segment_and_encode(data, output, started))
-    timing = ", ".join(f"{stage};dur={ms}" for stage, ms in encoded.timings_ms.items())
-    return Response(encoded.body, media_type=encoded.media_type,
-                    headers={"Server-Timing": timing, "X-Model-SHA256": service.ckpt.sha256})
+    with registry.lease(name, number) as version:
+        body, media_type, timings = await _unless_disconnected(
+            request, runtime.segment_and_encode(version, data, output, started))
+    timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
+    return Response(body, media_type=media_type,
+                    headers={"Server-Timing": timing, **model_headers(version)})
 
 
-@router.post("/segment/batch", response_model=list[BatchItem],
-             responses={200: {"description": "one item per file, in upload order"}, **ERRORS})
-async def segment_batch(request: Request, file: FilesField, service: ServiceDep,
-                        settings: SettingsDep, output: BatchFormat = "json") -> Response:
-    """Segment several images; a failing image is reported in its own item."""
-    if len(file) > settings.max_batch_files:
-        raise APIError(413, "too_many_files", f"{len(file)} files sent; the limit is "
-                       f"{settings.max_batch_files} per request (DECONVSEG_MAX_BATCH_FILES)")
+async def _segment_batch(request: Request, name: str | None, number: int | None,
+                         files: list[UploadFile], registry: Registry, runtime: Runtime,
+                         max_files: int, output: str) -> Response:
+    if len(files) > max_files:
+        raise errors.TooLarge("too_many_files", f"{len(files)} files sent; the limit is "
+                              f"{max_files} per request (DECONVSEG_MAX_BATCH_FILES)")
     started = time.perf_counter()
-    files = [(upload.filename, await upload.read()) for upload in file]
-    body = await _unless_disconnected(
-        request, service.segment_batch(files, Format(output), started))
-    return Response(body, media_type="application/json")
+    uploads = [(upload.filename, await upload.read()) for upload in files]
+    with registry.lease(name, number) as version:
+        async with runtime.admission.request():
+            outcomes = await _unless_disconnected(request, runtime.segment_batch(
+                version, [data for _, data in uploads], Format(output), started))
+            items = [_batch_item(filename, outcome)
+                     for (filename, _), outcome in zip(uploads, outcomes, strict=True)]
+            body = await runtime.run_io(lambda: json.dumps(items).encode())
+    return Response(body, media_type="application/json", headers=model_headers(version))
+
+
+ModelName = Annotated[str, Path(description="a model in the repository")]
+VersionNumber = Annotated[int, Path(ge=1, description="a version of the model")]
+SEGMENT = {"response_model": SegmentResponse | RLEResponse,
+           "responses": {200: {"description": "json or rle: JSON; png or overlay: image/png",
+                               "content": PNG_BODY}, **ERRORS}}
+BATCH = {"response_model": list[BatchItem],
+         "responses": {200: {"description": "one item per file, in upload order"}, **ERRORS}}
+
+
+@router.post("/segment", **SEGMENT)
+async def segment(request: Request, file: FileField, registry: RegistryDep, runtime: RuntimeDep,
+                  output: FormatQuery = Format.json) -> Response:
+    """Segment one image with the default model; the mask has the upload's (EXIF-oriented)
+    width × height."""
+    return await _segment(request, None, None, file, registry, runtime, output)
+
+
+@router.post("/models/{name}/segment", **SEGMENT)
+async def segment_with_model(request: Request, name: ModelName, file: FileField,
+                             registry: RegistryDep, runtime: RuntimeDep,
+                             output: FormatQuery = Format.json) -> Response:
+    """Segment one image with the named model's serving version."""
+    return await _segment(request, name, None, file, registry, runtime, output)
+
+
+@router.post("/models/{name}/versions/{version}/segment", **SEGMENT)
+async def segment_with_version(request: Request, name: ModelName, version: VersionNumber,
+                               file: FileField, registry: RegistryDep, runtime: RuntimeDep,
+                               output: FormatQuery = Format.json) -> Response:
+    """Segment one image with one version of the named model."""
+    return await _segment(request, name, version, file, registry, runtime, output)
+
+
+@router.post("/segment/batch", **BATCH)
+async def segment_batch(request: Request, file: FilesField, registry: RegistryDep,
+                        runtime: RuntimeDep, settings: SettingsDep,
+                        output: BatchFormat = "json") -> Response:
+    """Segment several images with the default model; a failing image is reported in its own
+    item."""
+    return await _segment_batch(request, None, None, file, registry, runtime,
+                                settings.max_batch_files, output)
+
+
+@router.post("/models/{name}/segment/batch", **BATCH)
+async def segment_batch_with_model(request: Request, name: ModelName, file: FilesField,
+                                   registry: RegistryDep, runtime: RuntimeDep,
+                                   settings: SettingsDep,
+                                   output: BatchFormat = "json") -> Response:
+    """Segment several images with the named model's serving version."""
+    return await _segment_batch(request, name, None, file, registry, runtime,
+                                settings.max_batch_files, output)
+
+
+@router.post("/models/{name}/versions/{version}/segment/batch", **BATCH)
+async def segment_batch_with_version(request: Request, name: ModelName, version: VersionNumber,
+                                     file: FilesField, registry: RegistryDep,
+                                     runtime: RuntimeDep, settings: SettingsDep,
+                                     output: BatchFormat = "json") -> Response:
+    """Segment several images with one version of the named model."""
+    return await _segment_batch(request, name, version, file, registry, runtime,
+                                settings.max_batch_files, output)

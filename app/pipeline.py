@@ -1,0 +1,138 @@
+"""One loaded model version as a short list of stages with no HTTP inside (LitServe's shape):
+
+    decode (I/O thread) → predict (inference worker, batched) → encode (I/O thread)
+
+Each stage raises domain errors (`app.errors`); `app.runtime` moves the work between threads and
+`app.responses` turns errors into status codes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import torch
+
+from app import encode
+from app.batcher import Lane
+from app.decode import decode_image
+from app.inference import InferenceOptions, Prepared, Segmenter, resolve_backend
+from app.metrics import Metrics
+from app.model_config import ServingOptions
+from app.workers import WorkerContext, in_own_thread, use_threads
+from model.checkpoint import Checkpoint
+
+
+class Format(StrEnum):
+    json = "json"
+    png = "png"
+    rle = "rle"
+    overlay = "overlay"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int
+    max_side: int
+
+
+@dataclass
+class Segmented:
+    image: np.ndarray | None  # (H, W, 3) uint8, the EXIF-oriented upload (overlay only)
+    mask: np.ndarray  # (H, W) uint8 class indices
+    timings_ms: dict[str, float]
+
+
+class ModelVersion:
+    """A checkpoint built for serving: its network frozen, its lane in the batcher."""
+
+    def __init__(self, name: str, number: int, ckpt: Checkpoint, options: ServingOptions,
+                 device: torch.device, limits: Limits, metrics: Metrics) -> None:
+        self.name, self.number, self.ckpt, self.options = name, number, ckpt, options
+        self.limits = limits
+        self.metrics = metrics
+        stacked = options.batch_forward == "stacked" or (
+            options.batch_forward == "auto" and device.type == "cuda")
+        # Tiles go one at a time unless stacking: on this CPU one 512² tile per forward was both
+        # faster and lighter than four (bench/results).
+        self.segmenter = Segmenter(ckpt, InferenceOptions(
+            options.resolution, options.tile_size, options.tile_overlap,
+            options.max_batch_size if stacked else 1, stacked,
+            resolve_backend(options.backend, device), options.engine), device)
+        self.lane: Lane[Prepared, np.ndarray] = Lane(
+            self.predict, options.max_batch_size, options.max_batch_delay_ms / 1000,
+            bucket=self.segmenter.bucket, on_batch=metrics.batch_observer(name, number))
+        self._padding = metrics.padding_ratio.labels(name, str(number))
+        self.leases = 0  # requests holding this version (guarded by the registry's lock)
+
+    def __repr__(self) -> str:
+        return f"<ModelVersion {self.name} v{self.number} sha256 {self.ckpt.sha256[:12]}…>"
+
+    @property
+    def label(self) -> dict[str, Any]:
+        """What computed a response: the body's `model` field."""
+        return {"name": self.name, "version": self.number, "sha256": self.ckpt.sha256}
+
+    def warm_up(self, threads: int) -> None:
+        """Run the shapes the service will see, in a thread whose OpenMP team ends with it."""
+        in_own_thread(lambda: self.segmenter.warm_up(self.options.max_batch_size), threads,
+                      f"warm-up-{self.name}-{self.number}")
+
+    # --- stages -------------------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, Prepared]:
+        """Upload bytes → the oriented RGB image and the model's input (I/O thread)."""
+        image = decode_image(data, self.limits.max_pixels, self.limits.max_side)
+        return image, self.segmenter.prepare(image)
+
+    def predict(self, items: Sequence[Prepared], context: WorkerContext) -> list[np.ndarray]:
+        """Same-shape items → uint8 masks at each upload's size (inference worker)."""
+        use_threads(context.threads)
+        self._padding.observe(self.segmenter.padding_ratio(items))
+        return self.segmenter.predict(items)
+
+    def document(self, seg: Segmented, fmt: Format) -> dict[str, Any]:
+        """The JSON body for `json` or `rle`, without timings."""
+        ckpt = self.ckpt
+        height, width = seg.mask.shape
+        doc: dict[str, Any] = {"width": width, "height": height, "classes": ckpt.classes}
+        if fmt is Format.rle:
+            doc["rle"] = encode.rle_by_class(seg.mask, ckpt.classes)
+        else:
+            doc["mask"] = {"encoding": "png",
+                           "data": encode.mask_png_base64(seg.mask, ckpt.palette)}
+        doc["areas"] = encode.areas(seg.mask, ckpt.classes)
+        doc["model"] = self.label
+        return doc
+
+    def encode(self, seg: Segmented, fmt: Format) -> tuple[bytes, str]:
+        """The response body and its media type (I/O thread); records the encode time."""
+        t0 = time.perf_counter()
+        if fmt is Format.png:
+            body, media = encode.mask_png(seg.mask, self.ckpt.palette), "image/png"
+        elif fmt is Format.overlay:
+            assert seg.image is not None, "overlay needs the decoded image"
+            body, media = encode.overlay_png(seg.image, seg.mask, self.ckpt.palette), "image/png"
+        else:
+            doc = self.document(seg, fmt)
+            self.timed(seg, "encode", time.perf_counter() - t0)
+            return json.dumps(doc | {"timings_ms": seg.timings_ms}).encode(), "application/json"
+        self.timed(seg, "encode", time.perf_counter() - t0)
+        return body, media
+
+    def encode_item(self, seg: Segmented, fmt: Format) -> dict[str, Any]:
+        """One /segment/batch result (I/O thread)."""
+        t0 = time.perf_counter()
+        doc = self.document(seg, fmt)
+        self.timed(seg, "encode", time.perf_counter() - t0)
+        return doc | {"timings_ms": seg.timings_ms}
+
+    def timed(self, seg: Segmented, stage: str, seconds: float) -> None:
+        """Record a stage's time in the metrics and in the response's timings."""
+        self.metrics.stage(self.name, self.number, stage, seconds)
+        seg.timings_ms[stage] = round(seconds * 1000, 3)

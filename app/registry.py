@@ -1,0 +1,377 @@
+"""The live model repository: which versions of which models are loaded, and swapping them
+without downtime.
+
+Each version is `loading`, `ready`, `unloading` or `unavailable` (with a reason). A request
+takes a lease on one ready version (`lease`) and keeps it until its response exists, so it
+finishes on the version it was admitted to. Loading a version builds, freezes and warms it in
+the caller's thread while the others serve; making it ready is one step under the lock, after
+which new requests go to it. Versions the policy no longer names turn `unloading` and are freed
+when their last lease ends. A version that fails to load is `unavailable` with the reason, and
+whatever was serving keeps serving.
+
+Locking: `_lock` guards `_models`, every slot's fields and every ModelVersion's `leases`;
+`ModelSlot.loading` keeps loads and unloads of one model from interleaving (a second is refused
+with 409). Building and warming run outside `_lock`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import torch
+
+from app import errors
+from app.allocator import trim
+from app.metrics import Metrics
+from app.model_config import ServingOptions
+from app.pipeline import Limits, ModelVersion
+from app.repository import ModelEntry, RepositoryError, Source
+from app.settings import Settings
+from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+
+log = logging.getLogger("deconvseg.registry")
+VersionFactory = Callable[..., ModelVersion]
+
+
+class State(StrEnum):
+    loading = "loading"
+    ready = "ready"
+    unloading = "unloading"
+    unavailable = "unavailable"
+
+
+@dataclass(eq=False)
+class VersionSlot:
+    number: int
+    state: State = State.unavailable
+    reason: str = "not loaded"
+    serving: ModelVersion | None = None  # when ready
+    draining: ModelVersion | None = None  # when unloading, until its last lease ends
+    pending: Checkpoint | None = None  # read at start-up, built by `start`
+
+
+@dataclass(eq=False)
+class ModelSlot:
+    name: str
+    entry: ModelEntry
+    versions: dict[int, VersionSlot] = field(default_factory=dict)
+    loading: threading.Lock = field(default_factory=threading.Lock)
+
+    def best(self) -> VersionSlot | None:
+        """The serving version: the highest ready one."""
+        ready = [v for n, v in sorted(self.versions.items()) if v.state is State.ready]
+        return ready[-1] if ready else None
+
+    def describe(self) -> str:
+        if any(v.state is State.loading for v in self.versions.values()):
+            return "loading; retry shortly"
+        if self.entry.problems:
+            return "unavailable: " + "; ".join(self.entry.problems)
+        reasons = sorted({v.reason for v in self.versions.values() if v.reason})
+        return "not loaded" + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
+class Registry:
+    def __init__(self, source: Source, settings: Settings, metrics: Metrics,
+                 device: torch.device, threads: int,
+                 factory: VersionFactory = ModelVersion) -> None:
+        self.source = source
+        self.settings = settings
+        self.metrics = metrics
+        self.device = device
+        self.threads = threads  # torch threads for warm-up
+        self.factory = factory
+        self.limits = Limits(settings.max_pixels, settings.max_side)
+        self._lock = threading.Lock()
+        self._models: dict[str, ModelSlot] = {}
+        self.default: str | None = None
+        self.prepared = False
+        self.closing = False
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def prepare(self) -> list[str]:
+        """Read the repository and the checkpoints its policies name (no building yet);
+        return one line per problem. Raises RepositoryError if the repository is unreadable."""
+        problems: list[str] = []
+        for name in self.source.names():
+            entry = self.source.read(name)
+            if entry is None:
+                continue
+            model = self._sync(entry)
+            problems += entry.problems + list(entry.broken.values())
+            for number in self._wanted(entry):
+                slot = model.versions[number]
+                try:
+                    slot.pending = self._read(entry, number)
+                    slot.state, slot.reason = State.loading, ""
+                except errors.LoadFailed as exc:
+                    slot.reason = exc.message
+                    problems.append(exc.message)
+        self.default = self._choose_default()
+        self.prepared = True
+        return problems
+
+    @property
+    def loadable(self) -> bool:
+        return any(v.pending is not None or v.state is State.ready
+                   for m in self._models.values() for v in m.versions.values())
+
+    def _choose_default(self) -> str | None:
+        wanted = self.settings.default_model
+        if wanted is not None:
+            if wanted not in self._models:
+                raise RepositoryError(f"DECONVSEG_DEFAULT_MODEL={wanted}: no such model in the "
+                                      f"repository (models: {', '.join(self._models) or 'none'})")
+            return wanted
+        return min(self._models) if self._models else None
+
+    def start(self) -> None:
+        """Build and warm every version `prepare` read (blocking; run in a thread)."""
+        for model in list(self._models.values()):
+            for slot in list(model.versions.values()):
+                if slot.pending is not None:
+                    ckpt, slot.pending = slot.pending, None
+                    self._finish_load(model, slot, lambda c=ckpt: c)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    @contextmanager
+    def lease(self, name: str | None = None, number: int | None = None) -> Iterator[ModelVersion]:
+        """The version that serves this request (the model's serving version unless `number`),
+        held until the block ends."""
+        with self._lock:
+            model = self._model(name)
+            if number is None:
+                slot = model.best()
+                if slot is None:
+                    raise errors.model_not_ready(model.name, model.describe(),
+                                                 retry=self._any_loading(model))
+            else:
+                slot = model.versions.get(number)
+                if slot is None:
+                    raise errors.NotFound("version_not_found",
+                                          f"model '{model.name}' has no version {number} "
+                                          f"(versions: {sorted(model.versions) or 'none'})")
+                if slot.state is not State.ready:
+                    raise errors.model_not_ready(f"{model.name}' version '{number}",
+                                                 f"{slot.state}: {slot.reason}".rstrip(": "),
+                                                 retry=slot.state is State.loading)
+            version = slot.serving
+            assert version is not None
+            version.leases += 1
+        try:
+            yield version
+        finally:
+            self._release(version)
+
+    def _release(self, version: ModelVersion) -> None:
+        with self._lock:
+            version.leases -= 1
+            slot = self._models[version.name].versions.get(version.number)
+            done = version.leases == 0 and slot is not None and slot.draining is version
+            if done:
+                assert slot is not None
+                self._unloaded(slot)
+        if done:
+            trim()
+
+    def _model(self, name: str | None) -> ModelSlot:
+        name = name or self.default
+        if name is None or name not in self._models:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise errors.NotFound("model_not_found", f"no model named '{name}' (models: {known})")
+        return self._models[name]
+
+    @staticmethod
+    def _any_loading(model: ModelSlot) -> bool:
+        return any(v.state is State.loading for v in model.versions.values())
+
+    # --- model control ------------------------------------------------------------------------
+
+    def load(self, name: str) -> dict[str, Any]:
+        """Re-read the model's folder and load what its policy names, then retire the rest
+        (blocking; run in a thread). Raises Conflict, NotFound or LoadFailed."""
+        entry = self.source.read(name)
+        if entry is None:
+            raise errors.NotFound("model_not_found", f"no model folder named '{name}' in the "
+                                                     "repository")
+        with self._lock:
+            model = self._sync(entry)
+        if not model.loading.acquire(blocking=False):
+            raise errors.Conflict("load_in_progress", f"model '{name}' is already being loaded "
+                                                      "or unloaded; retry when it is done")
+        try:
+            return self._load(model, entry)
+        finally:
+            model.loading.release()
+
+    def _load(self, model: ModelSlot, entry: ModelEntry) -> dict[str, Any]:
+        if entry.config is None:
+            raise errors.LoadFailed("load_failed", "; ".join(entry.problems))
+        wanted = self._wanted(entry)
+        with self._lock:
+            todo = [n for n in sorted(wanted) if model.versions[n].state is not State.ready]
+            held = self._held()
+            limit = self.settings.max_loaded_versions
+            if held + len(todo) > limit:
+                raise errors.Conflict(
+                    "too_many_versions", f"loading {len(todo)} more version(s) of '{model.name}' "
+                    f"would hold {held + len(todo)} versions in memory; the limit is {limit} "
+                    "(DECONVSEG_MAX_LOADED_VERSIONS); unload a model first")
+            for number in todo:
+                slot = model.versions[number]
+                slot.state, slot.reason = State.loading, ""
+        failures = [failure for number in todo if (failure := self._finish_load(
+            model, model.versions[number], lambda n=number: self._read(entry, n)))]
+        if self.closing:
+            raise errors.not_ready("shutting down")
+        if failures:  # whatever was serving keeps serving
+            raise errors.LoadFailed("load_failed", "; ".join(failures))
+        with self._lock:
+            for number, slot in model.versions.items():
+                if number not in wanted and slot.state is State.ready:
+                    self._retire(slot)
+        return self.status(model.name)
+
+    def unload(self, name: str) -> dict[str, Any]:
+        """Retire every version of the model; each is freed when its last request ends."""
+        with self._lock:
+            model = self._model(name)
+        if not model.loading.acquire(blocking=False):
+            raise errors.Conflict("load_in_progress", f"model '{name}' is being loaded; retry "
+                                                      "when it is done")
+        try:
+            with self._lock:
+                for slot in model.versions.values():
+                    if slot.state is State.ready:
+                        self._retire(slot)
+            return self.status(name)
+        finally:
+            model.loading.release()
+
+    def _finish_load(self, model: ModelSlot, slot: VersionSlot,
+                     read: Callable[[], Checkpoint]) -> str | None:
+        """Read, build and warm one version, then make it ready; the failure's text, if any."""
+        try:
+            version = self._build(model.name, slot.number, model.entry, read())
+        except (errors.LoadFailed, errors.Unavailable) as exc:
+            failure = exc.message
+        except Exception as exc:  # building or warming a checkpoint that loaded
+            log.exception("model %s version %d failed to build", model.name, slot.number)
+            failure = (f"{model.entry.versions.get(slot.number, model.name)}: failed to build "
+                       f"({type(exc).__name__}: {exc})")
+        else:
+            with self._lock:
+                slot.state, slot.reason, slot.serving = State.ready, "", version
+            self.metrics.model_ready.labels(model.name, str(slot.number)).set(1)
+            self.metrics.loads.labels(model.name, "ready").inc()
+            log.info("model %s version %d ready (sha256 %s…)", model.name, slot.number,
+                     version.ckpt.sha256[:12])
+            return None
+        with self._lock:
+            slot.state, slot.reason = State.unavailable, failure
+        self.metrics.loads.labels(model.name, "failed").inc()
+        log.error("model %s version %d unavailable: %s", model.name, slot.number, failure)
+        return failure
+
+    def _read(self, entry: ModelEntry, number: int) -> Checkpoint:
+        """The version's checkpoint, checked against its model's config."""
+        if number in entry.broken:
+            raise errors.LoadFailed("load_failed", entry.broken[number])
+        path, config = entry.versions[number], entry.config
+        assert config is not None
+        pinned = (config.sha256 or {}).get(number)
+        try:
+            ckpt = load_checkpoint(path, device=self.device, expected_sha256=pinned)
+        except CheckpointError as exc:
+            raise errors.LoadFailed("load_failed", str(exc)) from None
+        if config.classes is not None and ckpt.classes != config.classes:
+            raise errors.LoadFailed("load_failed", f"{path}: the checkpoint has "
+                                    f"{len(ckpt.classes)} classes {ckpt.classes}; config.json "
+                                    f"expects {len(config.classes)}: {config.classes}")
+        return ckpt
+
+    def _build(self, name: str, number: int, entry: ModelEntry, ckpt: Checkpoint
+               ) -> ModelVersion:
+        assert entry.config is not None
+        if self.closing:
+            raise errors.not_ready("shutting down")
+        options = ServingOptions.resolve(entry.config, self.settings)
+        version = self.factory(name, number, ckpt, options, self.device, self.limits,
+                               self.metrics)
+        if self.closing:
+            raise errors.not_ready("shutting down")
+        version.warm_up(self.threads)
+        return version
+
+    def _retire(self, slot: VersionSlot) -> None:
+        """Stop routing to a ready version; free it once its last lease ends (lock held)."""
+        slot.state, slot.reason = State.unloading, ""
+        slot.draining, slot.serving = slot.serving, None
+        assert slot.draining is not None
+        self.metrics.model_ready.labels(slot.draining.name, str(slot.number)).set(0)
+        if slot.draining.leases == 0:
+            self._unloaded(slot)
+
+    @staticmethod
+    def _unloaded(slot: VersionSlot) -> None:
+        log.info("%r unloaded", slot.draining)
+        slot.state, slot.reason, slot.draining = State.unavailable, "unloaded", None
+
+    def _held(self) -> int:
+        """Versions in memory or on their way: loading, ready or draining (lock held)."""
+        return sum(1 for m in self._models.values() for v in m.versions.values()
+                   if v.state in (State.loading, State.ready) or v.draining is not None)
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _wanted(self, entry: ModelEntry) -> set[int]:
+        if entry.config is None:
+            return set()
+        return entry.config.select(set(entry.versions) | set(entry.broken))
+
+    def _sync(self, entry: ModelEntry) -> ModelSlot:
+        """The model's slot, with a slot for every version on disk (lock held, or start-up)."""
+        model = self._models.setdefault(entry.name, ModelSlot(entry.name, entry))
+        model.entry = entry
+        for number in (*entry.versions, *entry.broken):
+            model.versions.setdefault(number, VersionSlot(number))
+        for number, slot in model.versions.items():
+            gone = number not in entry.versions and number not in entry.broken
+            if gone and slot.state is State.unavailable:
+                slot.reason = "removed from the repository"
+        return model
+
+    def status(self, name: str) -> dict[str, Any]:
+        """The model, its serving version and every version's state."""
+        with self._lock:
+            model = self._model(name)
+            best = model.best()
+            return {"name": model.name, "default": model.name == self.default,
+                    "serving_version": best.number if best else None,
+                    "problems": list(model.entry.problems),
+                    "versions": [{"version": n, "state": str(v.state),
+                                  **({"reason": v.reason} if v.reason else {})}
+                                 for n, v in sorted(model.versions.items())]}
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def index(self) -> list[dict[str, Any]]:
+        """Triton's repository index: one row per model version."""
+        return [{"name": m["name"], **row} for name in self.names()
+                for m in [self.status(name)] for row in m["versions"]]
+
+    def versions(self) -> list[ModelVersion]:
+        """Every ready version (for readiness checks and tests)."""
+        with self._lock:
+            return [v.serving for m in self._models.values() for v in m.versions.values()
+                    if v.serving is not None]

@@ -1,0 +1,113 @@
+"""The machinery around a model version's stages: I/O threads, the batcher and its inference
+workers, and admission. Shared by every loaded model; knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+
+from app import errors
+from app.admission import Admission
+from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
+from app.metrics import Metrics
+from app.pipeline import Format, ModelVersion, Segmented
+from app.settings import Settings
+from app.workers import ThreadPolicy
+
+log = logging.getLogger("deconvseg.runtime")
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, metrics: Metrics, device: torch.device) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.policy = ThreadPolicy(settings.resolved_threads,
+                                   settings.resolved_workers(device.type))
+        self.batcher = Batcher(self.policy, settings.max_queue,
+                               on_drop=lambda reason: metrics.dropped.labels(reason).inc())
+        self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io")
+        # Every worker may hold a batch while `max_queue` more images wait.
+        capacity = settings.max_queue + self.policy.workers * settings.max_batch_size
+        self.admission = Admission(capacity, settings.max_queue,
+                                   on_refused=lambda reason: metrics.dropped.labels(reason).inc(),
+                                   failure=lambda: self.batcher.failed)
+        metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        metrics.ready.set_function(lambda: float(self.admission.ready))
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def stop(self) -> None:
+        """Refuse new work, compute what is queued, let responses in flight finish encoding,
+        then release the threads."""
+        self.admission.draining = True
+        timeout = self.settings.request_timeout_s
+        await asyncio.to_thread(self.batcher.stop, timeout)
+        left = await self.admission.drained(timeout)
+        if left:
+            log.warning("%d responses still in flight after %g s; stopping anyway", left, timeout)
+        await asyncio.to_thread(self.io.shutdown, True)
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    async def segment(self, version: ModelVersion, data: bytes, started: float,
+                      keep_image: bool = False) -> Segmented:
+        """decode → batch → predict for one admitted image."""
+        async with self.admission.image():
+            t0 = time.perf_counter()
+            image, prepared = await self.run_io(version.decode, data)
+            decoded = time.perf_counter() - t0
+            remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
+            try:
+                mask, queued, compute = await self.batcher.submit(version.lane, prepared,
+                                                                  max(remaining, 0.001))
+            except QueueFull:
+                raise errors.queue_full(self.settings.max_queue) from None
+            except DeadlineExceeded:
+                raise errors.TimedOut(
+                    "deadline_exceeded", "the image was not segmented within the "
+                    f"{self.settings.request_timeout_s:g} s request timeout; retry later or "
+                    "send a smaller image") from None
+            except BatcherStopped:
+                raise errors.not_ready(self.admission.state) from None
+            except Exception as exc:
+                log.exception("inference failed for one image (%r)", version)
+                raise errors.Failed("inference_failed",
+                                    f"the model failed on this image ({type(exc).__name__}); "
+                                    "it has been logged") from None
+            seg = Segmented(image if keep_image else None, mask,
+                            {"decode": 0.0, "queue": round(queued * 1000, 3),
+                             "inference": round(compute * 1000, 3)})
+            version.timed(seg, "decode", decoded)
+            return seg
+
+    async def segment_and_encode(self, version: ModelVersion, data: bytes, fmt: Format,
+                                 started: float) -> tuple[bytes, str, dict[str, float]]:
+        """The whole pipeline for one image: body, media type and stage timings (ms)."""
+        async with self.admission.request():
+            seg = await self.segment(version, data, started, keep_image=fmt is Format.overlay)
+            body, media_type = await self.run_io(version.encode, seg, fmt)
+        return body, media_type, seg.timings_ms
+
+    async def _batch_item(self, version: ModelVersion, data: bytes, fmt: Format,
+                          started: float) -> dict[str, Any] | errors.ServingError:
+        try:
+            seg = await self.segment(version, data, started)
+        except errors.ServingError as exc:
+            return exc
+        return await self.run_io(version.encode_item, seg, fmt)
+
+    async def segment_batch(self, version: ModelVersion, files: Sequence[bytes], fmt: Format,
+                            started: float) -> list[dict[str, Any] | errors.ServingError]:
+        """Every image through the pipeline at once: each one's document or its error, in
+        order (the caller counts the request in flight with `admission.request()`)."""
+        return list(await asyncio.gather(*(self._batch_item(version, data, fmt, started)
+                                           for data in files)))
