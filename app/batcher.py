@@ -139,6 +139,11 @@ class Batcher:
                 and self.failed is None)
 
     @property
+    def busy(self) -> int:
+        """Workers holding a batch."""
+        return self._busy
+
+    @property
     def depth(self) -> int:
         return len(self._pending)
 

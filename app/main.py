@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -36,6 +39,18 @@ Every response names the model and version that computed it (`X-Model-Name`,
 
 A browser demo page that uses this API is served at [`/`](/).
 """
+
+
+def write_drain_report(path: Path, metrics: Metrics) -> None:
+    """The drain summary as JSON: responses by "<route> <status>" and requests dropped before
+    compute by reason. Written to a temporary file and renamed, so a reader never sees half."""
+    report = {"answered": metrics.answered(), "dropped": metrics.dropped_counts()}
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(json.dumps(report))
+        os.replace(partial, path)
+    except OSError as exc:
+        log.error("could not write the drain report to %s: %s", path, exc)
 
 
 def build_registry(settings: Settings, metrics: Metrics,
@@ -78,6 +93,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             await runtime.stop()
             log.info("drained; responses since start by route and status: %s",
                      registry.metrics.answered())
+            if settings.drain_report is not None:
+                write_drain_report(settings.drain_report, registry.metrics)
 
     app = FastAPI(title="deconvseg", version="0.2.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

@@ -54,6 +54,11 @@ class Metrics:
                 for metric in self.requests.collect() for s in metric.samples
                 if s.name.endswith("_total") and s.labels["route"].startswith(prefix)}
 
+    def dropped_counts(self) -> dict[str, int]:
+        """Requests dropped before compute since start, by reason → count."""
+        return {s.labels["reason"]: int(s.value) for metric in self.dropped.collect()
+                for s in metric.samples if s.name.endswith("_total")}
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

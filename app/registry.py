@@ -130,7 +130,10 @@ class Registry:
                 raise RepositoryError(f"DECONVSEG_DEFAULT_MODEL={wanted}: no such model in the "
                                       f"repository (models: {', '.join(self._models) or 'none'})")
             return wanted
-        return min(self._models) if self._models else None
+        # The first by name that can serve, so that one broken folder does not hold readiness.
+        serving = [m.name for m in self._models.values()
+                   if any(v.pending is not None for v in m.versions.values())]
+        return min(serving or self._models, default=None)
 
     def start(self) -> None:
         """Build and warm every version `prepare` read (blocking; run in a thread)."""
@@ -369,6 +372,12 @@ class Registry:
         """Triton's repository index: one row per model version."""
         return [{"name": m["name"], **row} for name in self.names()
                 for m in [self.status(name)] for row in m["versions"]]
+
+    def serving(self, name: str | None = None) -> ModelVersion | None:
+        """The model's serving version, without a lease (None when it has none)."""
+        with self._lock:
+            best = self._model(name).best()
+            return best.serving if best else None
 
     def versions(self) -> list[ModelVersion]:
         """Every ready version (for readiness checks and tests)."""

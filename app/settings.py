@@ -87,9 +87,11 @@ class Settings(BaseSettings):
         default_factory=list, description="comma-separated origins allowed by CORS"
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    drain_report: Path | None = Field(
+        None, description="file the server writes its drain summary to as JSON on shutdown")
 
     @field_validator("pinned_sha256", "api_key", "admin_key", "model_repository",
-                     "default_model", mode="before")
+                     "default_model", "drain_report", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

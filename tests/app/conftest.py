@@ -1,7 +1,7 @@
 import pytest
 
 from app.main import create_app
-from tests.app.support import make_settings, running_client
+from tests.support.service import make_settings, running_client
 
 
 @pytest.fixture

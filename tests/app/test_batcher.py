@@ -4,7 +4,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from app.batcher import Batcher, DeadlineExceeded, QueueFull
+from app.batcher import Batcher, DeadlineExceeded, Lane, QueueFull
+from app.workers import ThreadPolicy, WorkerContext
 
 
 class Gate:
@@ -25,6 +26,23 @@ class Gate:
         return [x * 10 for x in items]
 
 
+class OneLane:
+    """A Batcher fed through one lane, so each test reads as the single-model case; attributes
+    other than `submit` are the batcher's."""
+
+    def __init__(self, predict, max_batch_size=8, max_batch_delay_s=0.005, max_queue=64,
+                 key=lambda _: None, on_drop=None, workers=1):
+        self.batcher = Batcher(ThreadPolicy(threads=workers, workers=workers), max_queue, on_drop)
+        self.lane = Lane(lambda items, _context: predict(items), max_batch_size,
+                         max_batch_delay_s, bucket=key)
+
+    def submit(self, value, timeout_s):
+        return self.batcher.submit(self.lane, value, timeout_s)
+
+    def __getattr__(self, name):
+        return getattr(self.batcher, name)
+
+
 async def wait_for_thread(event: threading.Event):
     assert await asyncio.to_thread(event.wait, 10)
 
@@ -37,7 +55,7 @@ async def queued_at_least(batcher: Batcher, count: int):
 async def busy_batcher(gate: Gate, **knobs):
     """A started Batcher whose worker is held inside predict([0]) until `gate.open` is set;
     yields the batcher and the task awaiting item 0, and stops the batcher afterwards."""
-    batcher = Batcher(gate, **knobs)
+    batcher = OneLane(gate, **knobs)
     batcher.start()
     try:
         first = asyncio.create_task(batcher.submit(0, 30))
@@ -51,11 +69,11 @@ async def busy_batcher(gate: Gate, **knobs):
                                     {"max_queue": 0}, {"workers": 0}])
 def test_bad_knobs_are_rejected_at_construction(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
-        Batcher(lambda xs: xs, **kwargs)
+        OneLane(lambda xs: xs, **kwargs)
 
 
 async def test_lone_request_runs_without_waiting_for_the_batch_delay():
-    batcher = Batcher(lambda xs: [x + 1 for x in xs], max_batch_delay_s=3600)
+    batcher = OneLane(lambda xs: [x + 1 for x in xs], max_batch_delay_s=3600)
     batcher.start()
     try:
         result, queued, _ = await asyncio.wait_for(batcher.submit(1, timeout_s=60), 30)
@@ -79,7 +97,7 @@ async def test_queued_requests_form_one_batch_of_the_same_key():
 async def test_items_with_different_keys_are_not_batched_together():
     gate = Gate()
     gate.open.set()
-    batcher = Batcher(gate, max_batch_size=8, max_batch_delay_s=0.01, key=lambda x: x % 2)
+    batcher = OneLane(gate, max_batch_size=8, max_batch_delay_s=0.01, key=lambda x: x % 2)
     batcher.start()
     try:
         await asyncio.gather(*(batcher.submit(i, 30) for i in range(6)))
@@ -144,7 +162,7 @@ async def test_one_poisoned_item_fails_only_its_own_request():
 
 async def test_stop_finishes_queued_work():
     gate = Gate()
-    batcher = Batcher(gate, max_batch_size=1)
+    batcher = OneLane(gate, max_batch_size=1)
     batcher.start()
     busy = asyncio.create_task(batcher.submit(0, 30))
     await wait_for_thread(gate.entered)
@@ -190,7 +208,7 @@ async def test_two_workers_compute_two_items_at_the_same_time():
         both_inside.wait()
         return [x * 10 for x in items]
 
-    batcher = Batcher(predict, max_batch_size=1, workers=2)
+    batcher = OneLane(predict, max_batch_size=1, workers=2)
     batcher.start()
     try:
         results = await asyncio.gather(batcher.submit(1, 30), batcher.submit(2, 30))
@@ -204,7 +222,7 @@ async def test_one_dead_worker_makes_the_pool_not_alive():
     def predict(items):
         raise SystemExit("worker bug")  # not an Exception: escapes the per-item isolation
 
-    batcher = Batcher(predict, workers=2)
+    batcher = OneLane(predict, workers=2)
     batcher.start()
     try:
         assert batcher.alive
@@ -222,7 +240,7 @@ async def test_sequential_requests_all_run_on_the_first_worker():
         threads.append(threading.current_thread().name)
         return items
 
-    batcher = Batcher(predict, workers=3)
+    batcher = OneLane(predict, workers=3)
     batcher.start()
     try:
         for i in range(8):
@@ -230,3 +248,60 @@ async def test_sequential_requests_all_run_on_the_first_worker():
     finally:
         batcher.stop()
     assert set(threads) == {"inference-worker-0"}
+
+
+async def test_lanes_never_share_a_batch_and_keep_their_own_batch_size():
+    calls: list[tuple[str, list]] = []
+    gate, entered = threading.Event(), threading.Event()
+
+    def lane_predict(name):
+        def predict(items, _context):
+            calls.append((name, list(items)))
+            entered.set()
+            assert gate.wait(10)
+            return list(items)
+        return predict
+
+    batcher = Batcher(ThreadPolicy(threads=1, workers=1), max_queue=16)
+    small = Lane(lane_predict("small"), max_batch_size=1, max_batch_delay_s=0.05)
+    large = Lane(lane_predict("large"), max_batch_size=4, max_batch_delay_s=0.05)
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.submit(small, 0, 30))
+        await wait_for_thread(entered)  # the worker holds item 0; the rest queue behind it
+        rest = [asyncio.create_task(batcher.submit(lane, i, 30))
+                for i, lane in enumerate([large, small, large, small, large], start=1)]
+        await queued_at_least(batcher, 5)
+        gate.set()
+        await asyncio.gather(first, *rest)
+    finally:
+        batcher.stop()
+    assert calls == [("small", [0]), ("large", [1, 3, 5]), ("small", [2]), ("small", [4])]
+
+
+async def test_predict_gets_the_worker_context_from_the_policy():
+    seen: list[WorkerContext] = []
+
+    def predict(items, context):
+        seen.append(context)
+        return list(items)
+
+    batcher = Batcher(ThreadPolicy(threads=4, workers=2))
+    batcher.start()
+    try:
+        await batcher.submit(Lane(predict), 1, 30)
+    finally:
+        batcher.stop()
+    assert seen == [WorkerContext(index=0, threads=4)]  # worker 0 alone: every thread
+
+
+async def test_an_item_cancelled_while_computing_is_answered_to_nobody_and_not_dropped():
+    gate = Gate()
+    drops = []
+    async with busy_batcher(gate, max_batch_size=1, on_drop=drops.append) as (batcher, busy):
+        busy.cancel()  # the worker already started it
+        with pytest.raises(asyncio.CancelledError):
+            await busy
+        gate.open.set()
+        assert (await batcher.submit(1, 30)).value == 10
+    assert drops == [] and gate.calls == [[0], [1]]

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from app.client import EXIT_FAILED, EXIT_UNREACHABLE, exit_status, main, output_path, segment_all
 from app.main import create_app
 from bench.load import free_port
-from tests.app.support import CLASSES, image_bytes, make_settings
+from tests.support.service import CLASSES, image_bytes, make_settings
 
 
 def write_images(folder: Path, *names: str) -> list[Path]:

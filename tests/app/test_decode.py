@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from app.decode import configure_pillow, decode_image
-from app.errors import APIError
-from tests.app.support import image_bytes
+from app.errors import ServingError
+from app.responses import status_of
+from tests.support.service import image_bytes
 from tests.reliability.corpus import png_claiming
 
 
@@ -80,22 +81,22 @@ def test_animated_gif_uses_the_first_frame():
     (image_bytes(40, 30), 413, "too_many_pixels"),
 ])
 def test_bad_uploads_are_refused_with_a_status_and_code(data, status, code):
-    with pytest.raises(APIError) as info:
+    with pytest.raises(ServingError) as info:
         decode_image(data, 1000)
-    assert (info.value.status, info.value.code) == (status, code)
+    assert (status_of(info.value), info.value.code) == (status, code)
 
 
 def test_pixel_limit_message_names_the_size_and_the_limit():
-    with pytest.raises(APIError, match=r"40×30 = 1,200 pixels; the limit is 1,000"):
+    with pytest.raises(ServingError, match=r"40×30 = 1,200 pixels; the limit is 1,000"):
         decode_image(image_bytes(40, 30), 1000)
 
 
 def test_header_claiming_a_huge_size_is_refused_before_decoding():
     configure_pillow(40_000_000)
     data = png_claiming(20000, 20000)  # a 1×1 PNG whose IHDR says 20000×20000
-    with pytest.raises(APIError) as info:
+    with pytest.raises(ServingError) as info:
         decode_image(data, 40_000_000)
-    assert info.value.status == 413 and "400,000,000 pixels" in info.value.message
+    assert status_of(info.value) == 413 and "400,000,000 pixels" in info.value.message
 
 
 def test_random_bytes_only_ever_raise_client_errors():
@@ -104,6 +105,6 @@ def test_random_bytes_only_ever_raise_client_errors():
         data = rng.integers(0, 256, int(rng.integers(1, 400)), dtype=np.uint8).tobytes()
         if i % 2:
             data = image_bytes(8, 8)[:16] + data  # a PNG signature and IHDR start, then junk
-        with pytest.raises(APIError) as info:
+        with pytest.raises(ServingError) as info:
             decode_image(data, 1000)
-        assert info.value.status in (400, 413, 415)
+        assert status_of(info.value) in (400, 413, 415)

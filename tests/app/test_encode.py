@@ -6,7 +6,7 @@ from PIL import Image
 
 from app.encode import areas, mask_png, overlay_png, rle_by_class, rle_encode
 from model.classes import default_palette
-from tests.app.support import coco_decode
+from tests.support.service import coco_decode
 from tests.tiny import CLASSES
 
 

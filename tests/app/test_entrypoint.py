@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bench.load import free_port, wait_ready
-from tests.app.support import image_bytes
+from tests.support.service import image_bytes
 
 
 def start(env_extra: dict[str, str]) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 import pytest
 
 from app.main import create_app
-from tests.app.support import image_bytes, make_settings, post_image, running_client
+from tests.support.service import image_bytes, make_settings, post_image, running_client
 
 
 def assert_error(r, status: int, code: str) -> str:

@@ -4,27 +4,28 @@ import threading
 import httpx
 
 from app.main import create_app
-from app.service import Service
-from tests.app.support import (
-    GatedService,
+from app.pipeline import ModelVersion
+from tests.support.service import (
+    GatedVersion,
     entered,
     image_bytes,
     make_settings,
     post_image,
     queued,
     running_client,
+    serving,
 )
 
 
 async def test_readiness_is_503_until_warm_up_finishes(tiny_checkpoint):
     release = threading.Event()
 
-    class SlowWarmUp(Service):
-        def start(self):
+    class SlowWarmUp(ModelVersion):
+        def warm_up(self, threads):
             assert release.wait(10)
-            super().start()
+            super().warm_up(threads)
 
-    app = create_app(make_settings(tiny_checkpoint), service_factory=SlowWarmUp)
+    app = create_app(make_settings(tiny_checkpoint), factory=SlowWarmUp)
     async with running_client(app, wait_ready=False) as client:
         ready = await client.get("/readyz")
         live = await client.get("/healthz")
@@ -42,17 +43,17 @@ async def test_readiness_is_503_until_warm_up_finishes(tiny_checkpoint):
 
 async def test_shutdown_refuses_new_work_and_finishes_queued_images(tiny_checkpoint):
     app = create_app(make_settings(tiny_checkpoint, max_batch_size=1),
-                     service_factory=GatedService)
+                     factory=GatedVersion)
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
     await app.state.warm_up
-    service = app.state.service
+    service = serving(app)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         running = asyncio.create_task(post_image(client, image_bytes(8, 8)))
         await entered(service)
         waiting = asyncio.create_task(post_image(client, image_bytes(9, 9)))
-        await queued(service, 1)
+        await queued(app, 1)
         stopping = asyncio.create_task(lifespan.__aexit__(None, None, None))
         await asyncio.sleep(0)  # let the shutdown task start: it marks the service draining
         ready = await client.get("/readyz")

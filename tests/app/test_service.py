@@ -3,15 +3,16 @@ import asyncio
 import pytest
 
 from app.main import create_app
-from app.service import Service
-from tests.app.support import (
-    GatedService,
+from app.pipeline import ModelVersion
+from tests.support.service import (
+    GatedVersion,
     entered,
     image_bytes,
     make_settings,
     post_image,
     queued,
     running_client,
+    serving,
 )
 
 
@@ -25,10 +26,10 @@ def sample(metrics_text: str, name: str) -> float:
 @pytest.mark.parametrize("forward", ["per_item", "stacked"])
 async def test_concurrent_requests_are_batched_with_sequential_results(tiny_checkpoint, forward):
     settings = make_settings(tiny_checkpoint, max_batch_size=4, batch_forward=forward)
-    app = create_app(settings, service_factory=GatedService)
+    app = create_app(settings, factory=GatedVersion)
     images = [image_bytes(24, 24, seed=i) for i in range(4)]
     async with running_client(app) as client:
-        service = app.state.service
+        service = serving(app)
         service.gate.set()
         sequential = [(await post_image(client, data)).json()["mask"] for data in images]
         service.gate.clear()
@@ -36,25 +37,26 @@ async def test_concurrent_requests_are_batched_with_sequential_results(tiny_chec
         blocker = asyncio.create_task(post_image(client, image_bytes(8, 8)))
         await entered(service)  # the worker is busy: the next four pile up in the queue
         together = [asyncio.create_task(post_image(client, data)) for data in images]
-        await queued(service, 4)
+        await queued(app, 4)
         service.gate.set()
         responses = await asyncio.gather(blocker, *together)
         metrics = (await client.get("/metrics")).text
     assert [r.json()["mask"] for r in responses[1:]] == sequential
     assert len(service.batches[-1]) == 4
-    ones = sample(metrics, 'deconvseg_batch_size_bucket{le="1.0"}')
-    assert sample(metrics, "deconvseg_batch_size_count") - ones >= 1  # a batch > 1 was run
+    labels = 'model="tiny",version="1"'
+    ones = sample(metrics, f'deconvseg_batch_size_bucket{{le="1.0",{labels}}}')
+    assert sample(metrics, f"deconvseg_batch_size_count{{{labels}}}") - ones >= 1  # a batch > 1
 
 
 async def test_full_queue_is_503_with_retry_after(tiny_checkpoint):
     settings = make_settings(tiny_checkpoint, max_batch_size=1, max_queue=1)
-    app = create_app(settings, service_factory=GatedService)
+    app = create_app(settings, factory=GatedVersion)
     async with running_client(app) as client:
-        service = app.state.service
+        service = serving(app)
         busy = asyncio.create_task(post_image(client, image_bytes()))
         await entered(service)
         waiting = asyncio.create_task(post_image(client, image_bytes(seed=1)))
-        await queued(service, 1)
+        await queued(app, 1)
         r = await post_image(client, image_bytes(seed=2))
         service.gate.set()
         assert (await busy).status_code == 200 and (await waiting).status_code == 200
@@ -67,9 +69,9 @@ async def test_full_queue_is_503_with_retry_after(tiny_checkpoint):
 async def test_request_past_its_deadline_is_504_and_never_computed(tiny_checkpoint):
     # The deadline also bounds the follow-up request: 2 s leaves it room on a loaded machine.
     settings = make_settings(tiny_checkpoint, max_batch_size=1, request_timeout_s=2)
-    app = create_app(settings, service_factory=GatedService)
+    app = create_app(settings, factory=GatedVersion)
     async with running_client(app) as client:
-        service = app.state.service
+        service = serving(app)
         busy = asyncio.create_task(post_image(client, image_bytes(8, 8)))
         await entered(service)
         late = await post_image(client, image_bytes(9, 9))
@@ -85,13 +87,13 @@ async def test_request_past_its_deadline_is_504_and_never_computed(tiny_checkpoi
 
 async def test_disconnected_request_is_dropped_before_compute(tiny_checkpoint):
     app = create_app(make_settings(tiny_checkpoint, max_batch_size=1),
-                     service_factory=GatedService)
+                     factory=GatedVersion)
     async with running_client(app) as client:
-        service = app.state.service
+        service = serving(app)
         busy = asyncio.create_task(post_image(client, image_bytes(8, 8)))
         await entered(service)
         gone = asyncio.create_task(post_image(client, image_bytes(9, 9)))
-        await queued(service, 1)
+        await queued(app, 1)
         gone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await gone  # returns once the handler's work has been cancelled
@@ -103,15 +105,15 @@ async def test_disconnected_request_is_dropped_before_compute(tiny_checkpoint):
     assert sample(metrics, 'deconvseg_dropped_total{reason="disconnect"}') == 1
 
 
-class BrokenOnWideImages(Service):
-    def predict(self, items):
+class BrokenOnWideImages(ModelVersion):
+    def predict(self, items, context):
         if items[0].width > 30:
             raise RuntimeError("simulated kernel failure")
-        return super().predict(items)
+        return super().predict(items, context)
 
 
 async def test_inference_failure_is_a_json_500_for_that_image_only(tiny_checkpoint):
-    app = create_app(make_settings(tiny_checkpoint), service_factory=BrokenOnWideImages)
+    app = create_app(make_settings(tiny_checkpoint), factory=BrokenOnWideImages)
     async with running_client(app) as client:
         bad = await post_image(client, image_bytes(40, 8))
         good = await post_image(client, image_bytes(20, 8))

@@ -6,7 +6,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.schemas import BatchItem
-from tests.app.support import image_bytes, make_settings, running_client
+from tests.support.service import image_bytes, make_settings, running_client
 
 
 def part(name: str, data: bytes):

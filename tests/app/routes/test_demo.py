@@ -3,7 +3,7 @@ import re
 from pydantic import SecretStr
 
 from app.main import create_app
-from tests.app.support import make_settings, running_client
+from tests.support.service import make_settings, running_client
 
 
 async def test_demo_page_is_html_that_loads_only_its_own_assets(client):

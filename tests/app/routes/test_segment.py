@@ -7,11 +7,12 @@ import pytest
 from PIL import Image
 from starlette.requests import Request
 
-from app.errors import APIError
+from app.errors import ClientGone
+from app.responses import status_of
 from app.main import create_app
 from app.routes.segment import _unless_disconnected
 from app.schemas import RLEResponse, SegmentResponse
-from tests.app.support import coco_decode, image_bytes, make_settings, post_image, running_client
+from tests.support.service import coco_decode, image_bytes, make_settings, post_image, running_client
 
 
 def mask_of(body: dict) -> np.ndarray:
@@ -97,8 +98,8 @@ async def test_client_disconnect_cancels_the_work():
     request = Request({"type": "http", "method": "POST", "path": "/segment", "headers": []},
                       receive)
     never = asyncio.get_running_loop().create_future()
-    with pytest.raises(APIError) as info:
+    with pytest.raises(ClientGone) as info:
         await _unless_disconnected(request, never)
-    assert info.value.status == 499
+    assert status_of(info.value) == 499
     await asyncio.sleep(0)  # let the cancellation land
     assert never.cancelled()

@@ -1,4 +1,4 @@
-"""Helpers shared by the service tests: settings, images, a running client, a gated service."""
+"""Helpers shared by the service tests: settings, images, a running client, a gated model."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import FastAPI
 from PIL import Image
 
-from app.service import Service
+from app.pipeline import ModelVersion
 from app.settings import Settings
 from tests.tiny import CLASSES  # noqa: F401 (the service tests import it from here)
 
@@ -60,21 +60,27 @@ def coco_decode(counts: list[int], height: int, width: int) -> np.ndarray:
     return flat.reshape(width, height).T
 
 
-async def entered(service: GatedService) -> None:
-    """Until a batch of the gated service reaches predict (at most 10 s)."""
-    assert await asyncio.to_thread(service.entered.wait, 10)
+def serving(app: FastAPI, name: str | None = None) -> ModelVersion:
+    """The app's serving version of `name` (the default model when None)."""
+    version = app.state.registry.serving(name)
+    assert version is not None, f"model {name or 'default'} has no serving version"
+    return version
 
 
-async def queued(service: Service, count: int) -> None:
-    """Until at least `count` images wait in the service's queue (at most 10 s)."""
-    assert await asyncio.to_thread(service.batcher.wait_until_queued, count, 10)
+async def entered(version: GatedVersion) -> None:
+    """Until a batch of the gated version reaches predict (at most 10 s)."""
+    assert await asyncio.to_thread(version.entered.wait, 10)
 
 
-class GatedService(Service):
-    """A Service whose predict stage waits for the test to open `gate`: timing without sleeps.
+async def queued(app: FastAPI, count: int) -> None:
+    """Until at least `count` images wait in the app's queue (at most 10 s)."""
+    assert await asyncio.to_thread(app.state.runtime.batcher.wait_until_queued, count, 10)
 
-    `entered` is set when a batch reaches predict; `batches` records each batch's image sizes.
-    """
+
+class GatedVersion(ModelVersion):
+    """A model version whose predict stage waits for the test to open `gate`: timing without
+    sleeps. `entered` is set when a batch reaches predict; `batches` records each batch's image
+    sizes."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -82,8 +88,8 @@ class GatedService(Service):
         self.entered = threading.Event()
         self.batches: list[list[tuple[int, int]]] = []
 
-    def predict(self, items):
+    def predict(self, items, context):
         self.entered.set()
         assert self.gate.wait(30), "the test never opened the gate"
         self.batches.append([(it.width, it.height) for it in items])
-        return super().predict(items)
+        return super().predict(items, context)

@@ -1,0 +1,55 @@
+"""The thread policy: which worker takes work, and its torch threads (all for a lone forward,
+an equal share when busy)."""
+
+import threading
+
+import pytest
+import torch
+
+from app.workers import ThreadPolicy, WorkerContext, in_own_thread
+
+
+@pytest.mark.parametrize(("workers", "busy", "queued", "worker", "expected"), [
+    (2, 1, 0, 0, 8),  # worker 0 computing alone, nothing waiting: every thread
+    (2, 2, 0, 0, 4),  # the other worker is busy: half
+    (2, 1, 3, 0, 4),  # alone now, but work waits for the other worker: half
+    (2, 1, 0, 1, 4),  # only worker 0 ever runs a full team, even when the others are alone
+    (1, 1, 5, 0, 8),  # a single worker always uses every thread
+    (16, 16, 0, 3, 1),  # never below one
+])
+def test_threads_for_a_forward(workers, busy, queued, worker, expected):
+    policy = ThreadPolicy(threads=8, workers=workers)
+    assert policy.context(worker, busy, queued) == WorkerContext(worker, expected)
+
+
+@pytest.mark.parametrize(("index", "busy", "may"), [(0, 0, True), (0, 1, True), (1, 0, False),
+                                                    (1, 1, True), (3, 2, True)])
+def test_only_worker_zero_takes_work_while_every_worker_is_idle(index, busy, may):
+    assert ThreadPolicy(threads=2, workers=4).may_take(index, busy) is may
+
+
+@pytest.mark.parametrize("knob", ["threads", "workers"])
+def test_policy_refuses_zero(knob):
+    with pytest.raises(ValueError, match=knob):
+        ThreadPolicy(**({"threads": 2, "workers": 2} | {knob: 0}))
+
+
+def test_in_own_thread_returns_the_result_and_reraises_failures():
+    assert in_own_thread(torch.get_num_threads, 3, "probe") == 3
+    with pytest.raises(ZeroDivisionError):
+        in_own_thread(lambda: 1 / 0, 1, "failing")
+
+
+def test_torch_thread_count_is_per_thread():
+    """The premise of per-worker thread counts: setting it in one thread leaves the others."""
+    before = torch.get_num_threads()
+    seen = []
+
+    def worker():
+        torch.set_num_threads(3)
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [3] and torch.get_num_threads() == before
