@@ -250,7 +250,8 @@ class Batcher:
                         self._busy -= 1
                         self._cond.notify_all()
                 settle()
-                batch = []
+                # Hold nothing while idle: an unloaded model version is freed with its last item.
+                batch, taken, settle = [], None, _nothing
         except BaseException as exc:  # a worker bug: fail loudly, never look healthy
             self.failed = exc
             log.exception("inference worker died")
@@ -302,3 +303,7 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _nothing() -> None:
+    return None
