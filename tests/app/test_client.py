@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from app.client import EXIT_FAILED, EXIT_UNREACHABLE, exit_status, main, output_path, segment_all
 from app.main import create_app
-from bench.load import free_port
+from tests.support.server import free_port
 from tests.support.service import CLASSES, image_bytes, make_settings
 
 
