@@ -26,10 +26,12 @@ run: install
 
 test: $(DEV)
 	$(PY) -m ruff check app model tests bench
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 lint: $(DEV)
 	$(PY) -m ruff check app model tests bench
+	$(PY) -m mypy
 
 # The command that trained weights/model.pt (see README, "Model card").
 train: install

@@ -182,13 +182,14 @@ class Segmenter:
     def _predict_tiled(self, item: Prepared) -> np.ndarray:
         o = self.options
         image = item.tensor[None].to(self.device)
-        tiles = dict(tile=o.tile_size, overlap=o.tile_overlap, batch_size=o.tile_batch_size)
-        if image.dtype == torch.uint8:
-            tiles["normalize"] = self._normalize_band
+        normalize = self._normalize_band if image.dtype == torch.uint8 else None
         if item.shape == (item.height, item.width):  # memory bounded: never holds full logits
-            return sliding_window_mask(self._forward, image, self.num_classes, **tiles).numpy()
-        return self._mask(sliding_window_logits(self._forward, image, self.num_classes, **tiles),
-                          item)
+            return sliding_window_mask(self._forward, image, self.num_classes, o.tile_size,
+                                       o.tile_overlap, o.tile_batch_size,
+                                       normalize=normalize).numpy()
+        return self._mask(sliding_window_logits(self._forward, image, self.num_classes,
+                                                o.tile_size, o.tile_overlap, o.tile_batch_size,
+                                                normalize=normalize), item)
 
     def _normalize_band(self, band: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, W) uint8 → normalised float, with the one preprocessing function."""

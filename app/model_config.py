@@ -39,7 +39,7 @@ _Overrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
     **{name: _optional(name) for name in PER_MODEL})
 
 
-class ModelConfig(_Overrides):  # type: ignore[misc,valid-type]
+class ModelConfig(_Overrides):
     version_policy: VersionPolicy = Field(
         "latest", description="latest = the highest version only; all = every version; "
         "or a list of version numbers")

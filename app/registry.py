@@ -16,6 +16,7 @@ with 409). Building and warming run outside `_lock`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -141,7 +142,7 @@ class Registry:
             for slot in list(model.versions.values()):
                 if slot.pending is not None:
                     ckpt, slot.pending = slot.pending, None
-                    self._finish_load(model, slot, lambda c=ckpt: c)
+                    self._finish_load(model, slot, functools.partial(_given, ckpt))
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -232,7 +233,7 @@ class Registry:
                 slot = model.versions[number]
                 slot.state, slot.reason = State.loading, ""
         failures = [failure for number in todo if (failure := self._finish_load(
-            model, model.versions[number], lambda n=number: self._read(entry, n)))]
+            model, model.versions[number], functools.partial(self._read, entry, number)))]
         if self.closing:
             raise errors.not_ready("shutting down")
         if failures:  # whatever was serving keeps serving
@@ -384,3 +385,7 @@ class Registry:
         with self._lock:
             return [v.serving for m in self._models.values() for v in m.versions.values()
                     if v.serving is not None]
+
+
+def _given(ckpt: Checkpoint) -> Checkpoint:
+    return ckpt

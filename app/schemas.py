@@ -72,13 +72,16 @@ class Timings(BaseModel):
     encode: float = Field(description="ms to encode the response", examples=[1.2])
 
 
+SEGMENT_EXAMPLE: dict[str, Any] = {
+    "width": 640, "height": 480, "classes": ["background", "disc", "square"],
+    "mask": {"encoding": "png", "data": "iVBORw0KGgo…"},
+    "areas": {"background": 0.81, "disc": 0.12, "square": 0.07},
+    "model": {"name": "model", "version": 1, "sha256": "3f2a9c…"},
+    "timings_ms": {"decode": 2.1, "queue": 0.4, "inference": 38.0, "encode": 1.2}}
+
+
 class SegmentResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "width": 640, "height": 480, "classes": ["background", "disc", "square"],
-        "mask": {"encoding": "png", "data": "iVBORw0KGgo…"},
-        "areas": {"background": 0.81, "disc": 0.12, "square": 0.07},
-        "model": {"name": "model", "version": 1, "sha256": "3f2a9c…"},
-        "timings_ms": {"decode": 2.1, "queue": 0.4, "inference": 38.0, "encode": 1.2}}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [SEGMENT_EXAMPLE]})
 
     width: int
     height: int
@@ -119,8 +122,7 @@ class RLEResponse(BaseModel):
 
 class BatchItem(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"filename": "a.png", "status": 200, "result": SegmentResponse.model_config[
-            "json_schema_extra"]["examples"][0]},
+        {"filename": "a.png", "status": 200, "result": SEGMENT_EXAMPLE},
         {"filename": "notes.txt", "status": 400, "error": {
             "code": "invalid_image",
             "message": f"the file is not a readable image; send {ALLOWED_TEXT}"}}]})

@@ -107,10 +107,10 @@ async def _segment_batch(request: Request, name: str | None, number: int | None,
 
 ModelName = Annotated[str, Path(description="a model in the repository")]
 VersionNumber = Annotated[int, Path(ge=1, description="a version of the model")]
-SEGMENT = {"response_model": SegmentResponse | RLEResponse,
+SEGMENT: dict[str, Any] = {"response_model": SegmentResponse | RLEResponse,
            "responses": {200: {"description": "json or rle: JSON; png or overlay: image/png",
                                "content": PNG_BODY}, **ERRORS}}
-BATCH = {"response_model": list[BatchItem],
+BATCH: dict[str, Any] = {"response_model": list[BatchItem],
          "responses": {200: {"description": "one item per file, in upload order"}, **ERRORS}}
 
 

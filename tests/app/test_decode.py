@@ -7,8 +7,8 @@ from PIL import Image
 from app.decode import configure_pillow, decode_image
 from app.errors import ServingError
 from app.responses import status_of
-from tests.support.service import image_bytes
 from tests.reliability.corpus import png_claiming
+from tests.support.service import image_bytes
 
 
 @pytest.fixture(autouse=True)

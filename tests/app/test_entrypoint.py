@@ -8,8 +8,8 @@ import sys
 import httpx
 import pytest
 
-from tests.support.server import free_port, wait_ready
 from tests.support.repository import add_version, write_config
+from tests.support.server import free_port, wait_ready
 from tests.support.service import image_bytes
 
 

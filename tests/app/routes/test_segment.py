@@ -8,11 +8,17 @@ from PIL import Image
 from starlette.requests import Request
 
 from app.errors import ClientGone
-from app.responses import status_of
 from app.main import create_app
+from app.responses import status_of
 from app.routes.segment import _unless_disconnected
 from app.schemas import RLEResponse, SegmentResponse
-from tests.support.service import coco_decode, image_bytes, make_settings, post_image, running_client
+from tests.support.service import (
+    coco_decode,
+    image_bytes,
+    make_settings,
+    post_image,
+    running_client,
+)
 
 
 def mask_of(body: dict) -> np.ndarray:
