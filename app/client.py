@@ -1,6 +1,8 @@
-"""Command-line client: `python -m app.client IMAGE... [--url URL] [--format png|overlay|json]`.
+"""Command-line client: `python -m app.client IMAGE... [--url URL] [--format png|overlay|json]
+[--model NAME [--version N]]`.
 
-Posts the images to `POST /segment` concurrently and writes one output per image into --out:
+Posts the images to `POST /segment` (or the named model's route) concurrently and writes one
+output per image into --out:
 `<stem>.mask.png` (png), `<stem>.overlay.png` (overlay) or `<stem>.json` (json).
 """
 
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import httpx
 from tqdm import tqdm
+
+from app.formats import ALLOWED_TEXT
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 3  # 2: usage errors, exited by argparse
 SUFFIXES = {"png": ".mask.png", "overlay": ".overlay.png", "json": ".json"}
@@ -45,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         prog="deconvseg", description="Segment images with a running deconvseg server.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="image files: JPEG, PNG, WebP, BMP or GIF")
+                        help=f"image files: {ALLOWED_TEXT}")
     parser.add_argument("--url", default=os.environ.get("DECONVSEG_URL", "http://127.0.0.1:8000"),
                         help="server base URL (default: $DECONVSEG_URL or %(default)s)")
     parser.add_argument("--format", choices=list(SUFFIXES), default="png",
@@ -59,6 +63,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="per request (default: %(default)s)")
     parser.add_argument("--api-key", default=os.environ.get("DECONVSEG_API_KEY"), metavar="KEY",
                         help="sent as X-API-Key (default: $DECONVSEG_API_KEY)")
+    parser.add_argument("--model", metavar="NAME",
+                        help="the model to use (GET /models lists them); default: the server's")
+    parser.add_argument("--version", type=int, metavar="N",
+                        help="one version of --model; default: its serving version")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -100,8 +108,15 @@ def describe_transport_error(exc: httpx.TransportError, client: httpx.AsyncClien
     return f"cannot reach the server at {url}: {exc or type(exc).__name__}"
 
 
+def segment_path(model: str | None = None, version: int | None = None) -> str:
+    """The upload route for a model (the server's default when None) and version."""
+    if model is None:
+        return "/segment"
+    return f"/models/{model}" + (f"/versions/{version}" if version else "") + "/segment"
+
+
 async def segment_one(client: httpx.AsyncClient, image: Path, fmt: str, out: Path,
-                      limit: asyncio.Semaphore) -> Outcome:
+                      limit: asyncio.Semaphore, path: str = "/segment") -> Outcome:
     async with limit:
         try:
             data = await asyncio.to_thread(image.read_bytes)
@@ -109,7 +124,7 @@ async def segment_one(client: httpx.AsyncClient, image: Path, fmt: str, out: Pat
             return Outcome(image, error=f"cannot read it: {exc.strerror}")
         media = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
         try:
-            response = await client.post("/segment", params={"format": fmt},
+            response = await client.post(path, params={"format": fmt},
                                          files={"file": (image.name, data, media)})
         except httpx.TransportError as exc:
             return Outcome(image, error=describe_transport_error(exc, client), unreachable=True)
@@ -125,7 +140,7 @@ async def segment_one(client: httpx.AsyncClient, image: Path, fmt: str, out: Pat
 
 async def segment_all(images: Sequence[Path], fmt: str, out: Path, url: str, *,
                       concurrency: int = 4, timeout: float = 60.0, api_key: str | None = None,
-                      quiet: bool = False,
+                      quiet: bool = False, path: str = "/segment",
                       transport: httpx.AsyncBaseTransport | None = None) -> list[Outcome]:
     """Outcomes in input order, at most `concurrency` requests in flight.
 
@@ -140,7 +155,7 @@ async def segment_all(images: Sequence[Path], fmt: str, out: Path, url: str, *,
         except httpx.TransportError as exc:
             raise Unreachable(describe_transport_error(exc, client)) from None
         limit = asyncio.Semaphore(concurrency)
-        tasks = [asyncio.create_task(segment_one(client, image, fmt, out, limit))
+        tasks = [asyncio.create_task(segment_one(client, image, fmt, out, limit, path))
                  for image in images]
         with tqdm(total=len(tasks), unit="image", file=sys.stderr, disable=quiet,
                   dynamic_ncols=True) as bar:
@@ -165,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--concurrency must be at least 1")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.version is not None and (args.model is None or args.version < 1):
+        parser.error("--version needs --model and a version ≥ 1")
     problem = check_inputs(args.images, args.format, args.out)
     if problem:
         parser.error(problem)
@@ -176,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcomes = asyncio.run(segment_all(
             args.images, args.format, args.out, args.url.rstrip("/"),
             concurrency=args.concurrency, timeout=args.timeout, api_key=args.api_key,
-            quiet=args.quiet))
+            quiet=args.quiet, path=segment_path(args.model, args.version)))
     except Unreachable as exc:
         print(f"deconvseg: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -18,9 +18,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import InvalidInput, TooLarge, UnsupportedFormat
+from app.formats import ALLOWED_FORMATS, ALLOWED_TEXT
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
-ALLOWED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Image formats we refuse, by their magic bytes: (offset, signature, name).

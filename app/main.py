@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth import ADMIN, API, KeyMiddleware
-from app.decode import ALLOWED_TEXT, configure_pillow
+from app.decode import configure_pillow
+from app.formats import ALLOWED_TEXT
 from app.inference import resolve_device
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, LoadShedMiddleware, RequestMetricsMiddleware
@@ -109,7 +110,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         app.include_router(router)
     # Last added is outermost: CORS headers on every response, metrics see the 401s and 413s.
     app.add_middleware(LoadShedMiddleware, check=runtime.admission.check,
-                       paths=segment.UPLOAD_PATHS)
+                       paths=segment.UPLOAD_PATHS, route_of=segment.upload_route)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(KeyMiddleware, key=settings.api_key, openapi=app.openapi, kind=API)
     app.add_middleware(KeyMiddleware, key=settings.admin_key, openapi=app.openapi, kind=ADMIN)

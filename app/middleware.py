@@ -96,10 +96,12 @@ class LoadShedMiddleware:
     raises), before the multipart body is parsed or any image decoded: the body is read and
     dropped, so the refusal is cheap under a burst and the connection stays usable."""
 
-    def __init__(self, app: ASGIApp, check: Callable[[], None], paths: re.Pattern) -> None:
+    def __init__(self, app: ASGIApp, check: Callable[[], None], paths: re.Pattern,
+                 route_of: Callable[[str], str]) -> None:
         self.app = app
         self.check = check
         self.paths = paths
+        self.route_of = route_of  # path → route template, for the metrics label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and self.paths.fullmatch(
@@ -107,7 +109,7 @@ class LoadShedMiddleware:
             try:
                 self.check()
             except ServingError as exc:
-                scope["route"] = RouteLabel(scope["path"])
+                scope["route"] = RouteLabel(self.route_of(scope["path"]))
                 await _drain(receive)
                 return await send_error(send, exc, close=False)
         await self.app(scope, receive, send)

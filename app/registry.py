@@ -21,8 +21,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import torch
@@ -32,50 +30,13 @@ from app.allocator import trim
 from app.metrics import Metrics
 from app.model_config import ServingOptions
 from app.pipeline import Limits, ModelVersion
-from app.repository import ModelEntry, RepositoryError, Source
+from app.repository import ModelEntry, RepositoryError, Source, read_version
 from app.settings import Settings
-from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from app.slots import ModelSlot, State, VersionSlot
+from model.checkpoint import Checkpoint, CheckpointError
 
 log = logging.getLogger("deconvseg.registry")
 VersionFactory = Callable[..., ModelVersion]
-
-
-class State(StrEnum):
-    loading = "loading"
-    ready = "ready"
-    unloading = "unloading"
-    unavailable = "unavailable"
-
-
-@dataclass(eq=False)
-class VersionSlot:
-    number: int
-    state: State = State.unavailable
-    reason: str = "not loaded"
-    serving: ModelVersion | None = None  # when ready
-    draining: ModelVersion | None = None  # when unloading, until its last lease ends
-    pending: Checkpoint | None = None  # read at start-up, built by `start`
-
-
-@dataclass(eq=False)
-class ModelSlot:
-    name: str
-    entry: ModelEntry
-    versions: dict[int, VersionSlot] = field(default_factory=dict)
-    loading: threading.Lock = field(default_factory=threading.Lock)
-
-    def best(self) -> VersionSlot | None:
-        """The serving version: the highest ready one."""
-        ready = [v for n, v in sorted(self.versions.items()) if v.state is State.ready]
-        return ready[-1] if ready else None
-
-    def describe(self) -> str:
-        if any(v.state is State.loading for v in self.versions.values()):
-            return "loading; retry shortly"
-        if self.entry.problems:
-            return "unavailable: " + "; ".join(self.entry.problems)
-        reasons = sorted({v.reason for v in self.versions.values() if v.reason})
-        return "not loaded" + (f" ({'; '.join(reasons)})" if reasons else "")
 
 
 class Registry:
@@ -156,7 +117,7 @@ class Registry:
                 slot = model.best()
                 if slot is None:
                     raise errors.model_not_ready(model.name, model.describe(),
-                                                 retry=self._any_loading(model))
+                                                 retry=model.loading_any)
             else:
                 slot = model.versions.get(number)
                 if slot is None:
@@ -192,10 +153,6 @@ class Registry:
             known = ", ".join(sorted(self._models)) or "none"
             raise errors.NotFound("model_not_found", f"no model named '{name}' (models: {known})")
         return self._models[name]
-
-    @staticmethod
-    def _any_loading(model: ModelSlot) -> bool:
-        return any(v.state is State.loading for v in model.versions.values())
 
     # --- model control ------------------------------------------------------------------------
 
@@ -286,21 +243,10 @@ class Registry:
         return failure
 
     def _read(self, entry: ModelEntry, number: int) -> Checkpoint:
-        """The version's checkpoint, checked against its model's config."""
-        if number in entry.broken:
-            raise errors.LoadFailed("load_failed", entry.broken[number])
-        path, config = entry.versions[number], entry.config
-        assert config is not None
-        pinned = (config.sha256 or {}).get(number)
         try:
-            ckpt = load_checkpoint(path, device=self.device, expected_sha256=pinned)
-        except CheckpointError as exc:
+            return read_version(entry, number, self.device)
+        except (CheckpointError, ValueError) as exc:
             raise errors.LoadFailed("load_failed", str(exc)) from None
-        if config.classes is not None and ckpt.classes != config.classes:
-            raise errors.LoadFailed("load_failed", f"{path}: the checkpoint has "
-                                    f"{len(ckpt.classes)} classes {ckpt.classes}; config.json "
-                                    f"expects {len(config.classes)}: {config.classes}")
-        return ckpt
 
     def _build(self, name: str, number: int, entry: ModelEntry, ckpt: Checkpoint
                ) -> ModelVersion:
@@ -342,28 +288,16 @@ class Registry:
         return entry.config.select(set(entry.versions) | set(entry.broken))
 
     def _sync(self, entry: ModelEntry) -> ModelSlot:
-        """The model's slot, with a slot for every version on disk (lock held, or start-up)."""
+        """The model's slot, updated to the folder as read (lock held, or start-up)."""
         model = self._models.setdefault(entry.name, ModelSlot(entry.name, entry))
-        model.entry = entry
-        for number in (*entry.versions, *entry.broken):
-            model.versions.setdefault(number, VersionSlot(number))
-        for number, slot in model.versions.items():
-            gone = number not in entry.versions and number not in entry.broken
-            if gone and slot.state is State.unavailable:
-                slot.reason = "removed from the repository"
+        model.update(entry)
         return model
 
     def status(self, name: str) -> dict[str, Any]:
         """The model, its serving version and every version's state."""
         with self._lock:
             model = self._model(name)
-            best = model.best()
-            return {"name": model.name, "default": model.name == self.default,
-                    "serving_version": best.number if best else None,
-                    "problems": list(model.entry.problems),
-                    "versions": [{"version": n, "state": str(v.state),
-                                  **({"reason": v.reason} if v.reason else {})}
-                                 for n, v in sorted(model.versions.items())]}
+            return model.status(default=model.name == self.default)
 
     def names(self) -> list[str]:
         with self._lock:

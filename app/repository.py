@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 from app.model_config import ConfigError, ModelConfig, read_config
+from model.checkpoint import Checkpoint, load_checkpoint
 
 WEIGHTS = "model.pt"
 CONFIG = "config.json"
@@ -102,3 +105,19 @@ def source_for(repository: Path | None, checkpoint: Path, pinned_sha256: str | N
     if repository is not None:
         return FolderRepository(repository)
     return SingleCheckpoint(checkpoint, pinned_sha256)
+
+
+def read_version(entry: ModelEntry, number: int, device: torch.device) -> Checkpoint:
+    """A version's checkpoint, checked against its model's config (pinned sha256, classes);
+    CheckpointError or ValueError name the file and the reason."""
+    if number in entry.broken:
+        raise ValueError(entry.broken[number])
+    path, config = entry.versions[number], entry.config
+    if config is None:
+        raise ValueError("; ".join(entry.problems))
+    ckpt = load_checkpoint(path, device=device, expected_sha256=(config.sha256 or {}).get(number))
+    if config.classes is not None and ckpt.classes != config.classes:
+        raise ValueError(f"{path}: the checkpoint has {len(ckpt.classes)} classes "
+                         f"{ckpt.classes}; config.json expects {len(config.classes)}: "
+                         f"{config.classes}")
+    return ckpt

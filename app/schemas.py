@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.decode import ALLOWED_TEXT
+from app.formats import ALLOWED_TEXT
 
 
 class ErrorDetail(BaseModel):

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from app.auth import APIKey
-from app.decode import ALLOWED_FORMATS
 from app.deps import RegistryDep, RuntimeDep
+from app.formats import ALLOWED_FORMATS
 from app.pipeline import ModelVersion
 from app.runtime import Runtime
 from app.schemas import ModelCard, ModelStatus, error_responses

@@ -15,8 +15,8 @@ from fastapi.responses import Response
 
 from app import errors
 from app.auth import APIKey
-from app.decode import ALLOWED_TEXT
 from app.deps import RegistryDep, RuntimeDep, SettingsDep
+from app.formats import ALLOWED_TEXT
 from app.pipeline import Format, ModelVersion
 from app.registry import Registry
 from app.responses import status_of
@@ -28,6 +28,18 @@ T = TypeVar("T")
 
 # Every upload route, for the load shedding that runs before the router.
 UPLOAD_PATHS = re.compile(r"(/models/[^/]+(/versions/[^/]+)?)?/segment(/batch)?")
+
+
+def upload_route(path: str) -> str:
+    """The route template of an upload path: a metrics label of bounded cardinality."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == "models":
+        parts[2] = "{name}"
+        if len(parts) > 4 and parts[3] == "versions":
+            parts[4] = "{version}"
+    return "/".join(parts)
+
+
 ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 PNG_BODY = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
 FileField = Annotated[UploadFile, File(description=f"the image: {ALLOWED_TEXT}")]

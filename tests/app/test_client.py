@@ -9,8 +9,17 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from app.client import EXIT_FAILED, EXIT_UNREACHABLE, exit_status, main, output_path, segment_all
+from app.client import (
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    exit_status,
+    main,
+    output_path,
+    segment_all,
+    segment_path,
+)
 from app.main import create_app
+from tests.support.repository import add_version
 from tests.support.server import free_port
 from tests.support.service import CLASSES, image_bytes, make_settings
 
@@ -170,3 +179,31 @@ def test_help_documents_the_exit_statuses(capsys):
     for line in ("0  every image", "1  at least one image failed", "2  usage error",
                  "3  the server could not be reached"):
         assert line in out
+
+
+@pytest.mark.parametrize(("model", "version", "path"), [
+    (None, None, "/segment"), ("roads", None, "/models/roads/segment"),
+    ("roads", 3, "/models/roads/versions/3/segment"),
+])
+def test_the_model_and_version_choose_the_route(model, version, path):
+    assert segment_path(model, version) == path
+
+
+async def test_a_named_model_version_is_the_one_that_answers(tmp_path):
+    add_version(tmp_path / "repo", "roads", 1, classes=["background", "road"])
+    add_version(tmp_path / "repo", "shapes", 1)
+    app = create_app(make_settings("unused.pt", model_repository=tmp_path / "repo"))
+    async with app.router.lifespan_context(app):
+        await app.state.warm_up
+        (image,) = write_images(tmp_path, "a.png")
+        outcomes = await segment_all([image], "json", tmp_path, "http://test", quiet=True,
+                                     path=segment_path("shapes", 1),
+                                     transport=httpx.ASGITransport(app=app))
+    assert json.loads(outcomes[0].output.read_bytes())["classes"] == CLASSES
+
+
+def test_a_version_without_a_model_is_a_usage_error(tmp_path, capsys):
+    (image,) = write_images(tmp_path, "a.png")
+    with pytest.raises(SystemExit) as info:
+        main([str(image), "--version", "2"])
+    assert info.value.code == 2 and "--version needs --model" in capsys.readouterr().err

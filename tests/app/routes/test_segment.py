@@ -10,7 +10,7 @@ from starlette.requests import Request
 from app.errors import ClientGone
 from app.main import create_app
 from app.responses import status_of
-from app.routes.segment import _unless_disconnected
+from app.routes.segment import UPLOAD_PATHS, _unless_disconnected, upload_route
 from app.schemas import RLEResponse, SegmentResponse
 from tests.support.service import (
     coco_decode,
@@ -109,3 +109,12 @@ async def test_client_disconnect_cancels_the_work():
     assert status_of(info.value) == 499
     await asyncio.sleep(0)  # let the cancellation land
     assert never.cancelled()
+
+
+@pytest.mark.parametrize(("path", "route"), [
+    ("/segment", "/segment"), ("/segment/batch", "/segment/batch"),
+    ("/models/roads/segment", "/models/{name}/segment"),
+    ("/models/roads/versions/7/segment/batch", "/models/{name}/versions/{version}/segment/batch"),
+])
+def test_upload_paths_are_labelled_by_their_route_template(path, route):
+    assert UPLOAD_PATHS.fullmatch(path) and upload_route(path) == route
