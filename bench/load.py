@@ -9,38 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
-from model.data import SyntheticScenes
-
-
-def scene_jpeg(size: int, index: int) -> bytes:
-    image, _ = SyntheticScenes(index + 1, size=size, seed=7).render(index)
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-BOUNDARY = "deconvseg-bench-7f3a"
-
-
-def multipart_body(jpeg: bytes) -> bytes:
-    """One `file` part, as curl -F or httpx files= would send it."""
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"scene.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode() + jpeg + (
-        f"\r\n--{BOUNDARY}--\r\n").encode()
+from tests.support.server import BOUNDARY, multipart_body, scene_jpeg, start_server, stop
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,62 +87,6 @@ async def generate_load(url: str, images: list[bytes], concurrency: int, request
             "event_loop_cpu_ms_per_request": round(loop_cpu * per_request, 2),
             "client_cpu_ms_per_request": round(client_cpu * per_request, 2),
             "statuses": statuses}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(proc: subprocess.Popen, base: str, within_s: float,
-               output: Callable[[], str] = str, path: str = "/readyz") -> bool:
-    """Poll `base` + `path` until 200 (True) or `within_s` passes (False); raises if the process
-    exits first, with the tail of `output()`."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:  # a real process over the network: nothing to wait on
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {output()[-2000:]}")
-        try:
-            if httpx.get(f"{base}{path}", timeout=2).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-def start_server(env: dict[str, str], module: str = "app", log: Path | None = None,
-                 ready_within_s: float = 120) -> tuple[subprocess.Popen, str]:
-    """`python -m <module>` on a free loopback port, returned once /readyz is 200; its output
-    goes to `log` when given (else to ours). The caller must `stop` it, also on failure."""
-    port = free_port()
-    out = open(log, "w") if log else None  # noqa: SIM115 (the child keeps writing to it)
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", module], stdout=out,
-                                stderr=subprocess.STDOUT if out else None,
-                                env={**os.environ, "DECONVSEG_HOST": "127.0.0.1", **env,
-                                     "DECONVSEG_PORT": str(port)})
-    finally:
-        if out:
-            out.close()
-    base = f"http://127.0.0.1:{port}"
-    output = log.read_text if log else str
-    if wait_ready(proc, base, ready_within_s, output):
-        return proc, base
-    stop(proc)
-    raise RuntimeError(f"server not ready in {ready_within_s:g} s: {output()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> int:
-    """SIGTERM, then SIGKILL after 60 s; the exit status."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
 
 
 def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: int,

@@ -8,7 +8,8 @@ One real server (`python -m app`, log in a file), one raw asyncio HTTP client in
    503s need `Retry-After`, admitted p99 is compared with the unloaded p99, RSS is sampled;
 3. recovery: RSS after the burst against the steady state before it;
 4. SIGTERM under load: readiness, exit status and time, and the server's own count of
-   `/segment` responses (logged when it drains) against the responses this client received.
+   `/segment` responses (its drain report, `DECONVSEG_DRAIN_REPORT`) against the responses
+   this client received.
 
 Writes bench/results/overload.json and overload.md (`--out` to change).
 """
@@ -18,117 +19,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.load import BOUNDARY, multipart_body, percentile, scene_jpeg, start_server, stop
+from bench.load import percentile
+from tests.support.server import (
+    Outcome,
+    Tally,
+    closed_loop,
+    multipart_request,
+    open_loop,
+    rss_mb,
+    scene_jpeg,
+    server_counts,
+    sigterm_under_load,
+    start_server,
+    stop,
+)
 
 RESULTS = Path(__file__).parent / "results"
-DRAINED = re.compile(r"drained; responses since start by route and status: (\{.*\})")
-
-
-def rss_mb(pid: int) -> float:
-    found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(found.group(1)) / 1024
-
-
-def multipart_request(base: str, image: bytes, path: str = "/segment") -> bytes:
-    """A complete HTTP/1.1 POST with one `file` part, ready to write to a socket."""
-    host = base.removeprefix("http://")
-    body = multipart_body(image)
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
-
-
-@dataclass
-class Outcome:
-    status: int  # 0: the connection failed before a response
-    seconds: float
-    retry_after: bool
-    error: str = ""
-
-
-async def send(base: str, request: bytes, timeout_s: float = 60) -> Outcome:
-    """One request on a fresh connection; never raises."""
-    host, port = base.removeprefix("http://").split(":")
-    t0 = time.perf_counter()
-    writer = None
-    try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(request)
-            await writer.drain()
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
-            length = re.search(r"content-length: *(\d+)", head)
-            await reader.readexactly(int(length.group(1)) if length else 0)
-        return Outcome(int(head.split()[1]), time.perf_counter() - t0, "retry-after:" in head)
-    except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
-        return Outcome(0, time.perf_counter() - t0, False, type(exc).__name__)
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-@dataclass
-class Tally:
-    """Every /segment outcome this client saw, by status (0 = no response)."""
-
-    statuses: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-
-    def add(self, outcome: Outcome) -> Outcome:
-        self.statuses[outcome.status] += 1
-        if outcome.error:
-            self.errors[outcome.error] += 1
-        return outcome
 
 
 def ms(values: list[float], q: float) -> float:
     return round(percentile(values, q) * 1000, 1)
-
-
-async def closed_loop(base: str, requests: list[bytes], workers: int, seconds: float,
-                      tally: Tally) -> list[Outcome]:
-    """`workers` clients, each sending its next request when the last one is answered (or,
-    after a 503, when its Retry-After has passed, as a well-behaved client would)."""
-    outcomes: list[Outcome] = []
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(k: int) -> None:
-        i = k
-        while time.perf_counter() < stop_at:
-            outcome = tally.add(await send(base, requests[i % len(requests)]))
-            outcomes.append(outcome)
-            if outcome.status == 503:
-                await asyncio.sleep(min(1.0, max(0.0, stop_at - time.perf_counter())))
-            i += workers
-
-    await asyncio.gather(*(worker(k) for k in range(workers)))
-    return outcomes
-
-
-async def open_loop(base: str, requests: list[bytes], rate: float, seconds: float,
-                    tally: Tally) -> tuple[list[Outcome], float]:
-    """Arrivals at `rate` per second whatever the answers; returns outcomes and the rate sent."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    tasks = []
-    for i in range(int(rate * seconds)):
-        delay = start + i / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(base, requests[i % len(requests)])))
-    sent_rate = len(tasks) / max(loop.time() - start, 1e-9)
-    return [tally.add(o) for o in await asyncio.gather(*tasks)], sent_rate
 
 
 def summarize_burst(outcomes: list[Outcome]) -> dict:
@@ -150,49 +66,8 @@ async def sample_rss(pid: int, samples: list[float]) -> None:
         await asyncio.sleep(0.05)
 
 
-def server_counts(log_text: str) -> dict[int, int] | None:
-    """The server's own count of /segment responses by status, from its drain log line."""
-    found = DRAINED.search(log_text)
-    if found is None:
-        return None
-    counts = json.loads(found.group(1))
-    return {int(key.split()[1]): n for key, n in counts.items() if key.split()[0] == "/segment"}
-
-
-async def sigterm_under_load(proc: subprocess.Popen, base: str, requests: list[bytes],
-                             workers: int, load_s: float, tally: Tally) -> dict:
-    """Closed-loop load; SIGTERM after `load_s`; each worker stops at its first refusal."""
-    t_sig = 0.0
-    after: list[Outcome] = []  # answered after SIGTERM was sent
-
-    async def worker(k: int) -> None:
-        i = k
-        while True:
-            outcome = tally.add(await send(base, requests[i % len(requests)]))
-            if t_sig:
-                after.append(outcome)
-            if t_sig and outcome.status != 200:
-                return  # refused (503) or the listener has closed
-            if outcome.status == 503:
-                await asyncio.sleep(1)  # Retry-After
-            i += workers
-
-    tasks = [asyncio.create_task(worker(k)) for k in range(workers)]
-    await asyncio.sleep(load_s)
-    t_sig = time.perf_counter()
-    proc.send_signal(signal.SIGTERM)
-    ready_after = await send(base, b"GET /readyz HTTP/1.1\r\nHost: x\r\n"
-                                   b"Connection: close\r\n\r\n")
-    await asyncio.gather(*tasks)
-    code = await asyncio.to_thread(proc.wait, 120)
-    return {"exit_status": code, "exit_s": round(time.perf_counter() - t_sig, 2),
-            "readyz_after_sigterm": ready_after.status or f"refused ({ready_after.error})",
-            "answered_200_after_sigterm": sum(o.status == 200 for o in after),
-            "refused_503_after_sigterm": sum(o.status == 503 for o in after),
-            "no_response_after_sigterm": sum(o.status == 0 for o in after)}
-
-
-async def run(args: argparse.Namespace, proc: subprocess.Popen, base: str, log: Path) -> dict:
+async def run(args: argparse.Namespace, proc: subprocess.Popen, base: str,
+              report: Path) -> dict:
     images = [scene_jpeg(args.size, i) for i in range(8)]
     requests = [multipart_request(base, image) for image in images]
     tally = Tally()
@@ -215,7 +90,7 @@ async def run(args: argparse.Namespace, proc: subprocess.Popen, base: str, log: 
               "admitted_p99_over_unloaded_p99": round(burst["admitted_p99_ms"]
                                                       / ms(unloaded, 99), 2)}
     shutdown = await sigterm_under_load(proc, base, requests, args.workers, 2, tally)
-    counts = server_counts(log.read_text())
+    counts = server_counts(report)
     client = {status: n for status, n in tally.statuses.items() if status}
     shutdown |= {"server_answered": counts, "client_received": client,
                  "client_no_response": tally.statuses.get(0, 0),
@@ -281,10 +156,11 @@ def main() -> None:
            "DECONVSEG_LOG_LEVEL": "info", **dict(kv.split("=", 1) for kv in args.env)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "server.log"
-        proc, base = start_server(env, log=log)
+        report = Path(tmp) / "drain.json"
+        proc, base = start_server({**env, "DECONVSEG_DRAIN_REPORT": str(report)},
+                                  log=Path(tmp) / "server.log")
         try:
-            result = asyncio.run(run(args, proc, base, log))
+            result = asyncio.run(run(args, proc, base, report))
         finally:
             stop(proc)
     result |= {"argv": " ".join(sys.argv[1:]), "env": env,

@@ -21,9 +21,9 @@ from app import encode
 from app.allocator import tune_malloc
 from app.decode import decode_image
 from app.inference import InferenceOptions, Segmenter, resolve_backend
-from bench.load import scene_jpeg
 from bench.timing import timed
 from model.checkpoint import load_checkpoint
+from tests.support.server import scene_jpeg
 
 
 def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:

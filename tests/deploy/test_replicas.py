@@ -13,8 +13,8 @@ from string import Template
 import httpx
 import pytest
 
-from bench.load import free_port, wait_ready
-from tests.app.support import image_bytes
+from tests.support.server import free_port, wait_ready
+from tests.support.service import image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.load import start_server, stop
+from tests.support.server import start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_ENV = {"DECONVSEG_CHECKPOINT": str(ROOT / "weights/model.pt"), "DECONVSEG_DEVICE": "cpu",

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.load import scene_jpeg
+from tests.support.server import scene_jpeg
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from bench.load import scene_jpeg
 from tests.e2e.conftest import serve
+from tests.support.server import scene_jpeg
 
 pytestmark = pytest.mark.slow
 

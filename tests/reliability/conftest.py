@@ -2,7 +2,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import make_settings, running_client
+from tests.support.service import make_settings, running_client
 
 # The size limits as shipped, so the corpus meets the defaults users get.
 DEFAULT_LIMITS = {name: Settings.model_fields[name].default

@@ -26,7 +26,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import image_bytes, post_image, running_client
+from tests.support.service import image_bytes, post_image, running_client
 
 BOUNDARY = "c0rpus"
 

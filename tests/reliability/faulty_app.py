@@ -4,7 +4,7 @@ dies (a BaseException escapes predict, as a fatal fault would) on any image 13 p
 import sys
 
 from app import __main__ as entry
-from app.service import Service
+from app.pipeline import ModelVersion
 
 POISON_WIDTH = 13
 
@@ -13,12 +13,18 @@ class WorkerKilled(BaseException):
     """Not an Exception: the batcher's per-item isolation does not catch it."""
 
 
-def _dying_predict(self, items, _predict=Service.predict):
+def _dying_predict(self, items, context, _predict=ModelVersion.predict):
     if any(item.width == POISON_WIDTH for item in items):
         raise WorkerKilled("simulated fatal fault in the inference thread")
-    return _predict(self, items)
+    return _predict(self, items, context)
+
+
+class DyingVersion(ModelVersion):
+    """A model version whose predict kills its inference worker on a poisoned image."""
+
+    predict = _dying_predict
 
 
 if __name__ == "__main__":  # only in that process: importing this module patches nothing
-    Service.predict = _dying_predict
+    ModelVersion.predict = _dying_predict
     sys.exit(entry.main())

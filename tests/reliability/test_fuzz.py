@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 
-from bench.load import start_server, stop
+from tests.support.server import start_server, stop
 
 KEY = "fuzz-key-0123456789"
 EXAMPLES = 100  # per operation and mode; operations without inputs are exhausted sooner

@@ -6,8 +6,8 @@ import pytest
 from PIL import ImageFile
 
 from app.main import create_app
-from tests.app.support import image_bytes, make_settings, post_image, running_client
 from tests.reliability.corpus import CORPUS, file_part
+from tests.support.service import image_bytes, make_settings, post_image, running_client
 
 SIZE_CASES = [case for case in CORPUS if case.status == 413 and case.name.startswith("png_")]
 

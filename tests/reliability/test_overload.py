@@ -5,52 +5,54 @@ import asyncio
 import pytest
 
 from app.main import create_app
-from bench.load import start_server, stop
-from bench.overload import (
+from tests.support.server import (
     Tally,
     closed_loop,
     multipart_request,
     open_loop,
     rss_mb,
+    start_server,
+    stop,
 )
-from tests.app.support import (
-    GatedService,
+from tests.support.service import (
+    GatedVersion,
     entered,
     image_bytes,
     make_settings,
     post_image,
     queued,
     running_client,
+    serving,
 )
 
 
-class CountingDecodes(GatedService):
+class CountingDecodes(GatedVersion):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.decodes = 0
 
-    def _decode(self, data):
+    def decode(self, data):
         self.decodes += 1
-        return super()._decode(data)
+        return super().decode(data)
 
 
 async def test_upload_at_capacity_is_refused_before_its_body_is_parsed(tiny_checkpoint):
     settings = make_settings(tiny_checkpoint, max_batch_size=1, max_queue=1, workers=1)
-    app = create_app(settings, service_factory=CountingDecodes)
+    app = create_app(settings, factory=CountingDecodes)
     async with running_client(app) as client:
-        service = app.state.service
+        version = serving(app)
         busy = asyncio.create_task(post_image(client, image_bytes()))
-        await entered(service)
+        await entered(version)
         waiting = asyncio.create_task(post_image(client, image_bytes(seed=1)))
-        await queued(service, 1)
+        await queued(app, 1)
         # Not multipart at all: parsed, it would be a 400; refused before parsing, a 503.
         refused = await client.post("/segment", content=b"not multipart",
                                     headers={"content-type": "multipart/form-data; boundary=x"})
-        service.gate.set()
+        version.gate.set()
         served = [(await busy).status_code, (await waiting).status_code]
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
     assert refused.headers["retry-after"] == "1"
-    assert served == [200, 200] and service.decodes == 2  # the refused one never decoded
+    assert served == [200, 200] and version.decodes == 2  # the refused one never decoded
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ import pytest
 
 from app.auth import protected_paths
 from app.main import create_app
-from bench.load import start_server, stop
-from tests.app.support import image_bytes, make_settings, post_image, running_client
 from tests.reliability.corpus import file_part
+from tests.support.server import start_server, stop
+from tests.support.service import image_bytes, make_settings, post_image, running_client
 
 
 async def test_unauthenticated_upload_is_refused_before_its_body_is_read(tiny_checkpoint):
@@ -87,5 +87,8 @@ async def test_cors_allows_only_the_configured_origins(tiny_checkpoint):
 
 def test_the_key_guards_exactly_the_api_routes(tiny_checkpoint):
     app = create_app(make_settings(tiny_checkpoint))
-    assert set(protected_paths(app.openapi())) == {"/segment", "/segment/batch", "/model",
-                                                    "/metrics"}
+    assert set(protected_paths(app.openapi())) == {
+        "/segment", "/segment/batch", "/model", "/metrics", "/models", "/models/{name}",
+        "/models/{name}/segment", "/models/{name}/segment/batch",
+        "/models/{name}/versions/{version}/segment",
+        "/models/{name}/versions/{version}/segment/batch"}

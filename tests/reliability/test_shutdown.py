@@ -4,10 +4,15 @@ import asyncio
 
 import pytest
 
-from bench.load import start_server
-from bench.load import stop as stop_server
-from bench.overload import Tally, multipart_request, server_counts, sigterm_under_load
-from tests.app.support import image_bytes
+from tests.support.server import (
+    Tally,
+    multipart_request,
+    server_counts,
+    sigterm_under_load,
+    start_server,
+)
+from tests.support.server import stop as stop_server
+from tests.support.service import image_bytes
 
 TIMEOUT_S = 10
 
@@ -15,10 +20,10 @@ TIMEOUT_S = 10
 @pytest.mark.slow
 def test_sigterm_under_load_answers_every_accepted_request_and_exits_in_time(
         tiny_checkpoint, tmp_path):
-    log = tmp_path / "server.log"
+    log, report = tmp_path / "server.log", tmp_path / "drain.json"
     env = {"DECONVSEG_CHECKPOINT": str(tiny_checkpoint), "DECONVSEG_DEVICE": "cpu",
            "DECONVSEG_THREADS": "1", "DECONVSEG_LOG_LEVEL": "info",
-           "DECONVSEG_REQUEST_TIMEOUT_S": str(TIMEOUT_S)}
+           "DECONVSEG_REQUEST_TIMEOUT_S": str(TIMEOUT_S), "DECONVSEG_DRAIN_REPORT": str(report)}
     proc, base = start_server(env, log=log)
     try:
         requests = [multipart_request(base, image_bytes(256, 256, seed=i)) for i in range(4)]
@@ -26,7 +31,7 @@ def test_sigterm_under_load_answers_every_accepted_request_and_exits_in_time(
         result = asyncio.run(sigterm_under_load(proc, base, requests, 8, 2, tally))
     finally:
         stop_server(proc)
-    served = server_counts(log.read_text())
+    served = server_counts(report)
     received = {status: n for status, n in tally.statuses.items() if status}
     assert result["exit_status"] == 0 and result["exit_s"] < TIMEOUT_S
     assert result["answered_200_after_sigterm"] >= 1  # requests were in flight at the signal

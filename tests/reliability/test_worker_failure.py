@@ -4,18 +4,13 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.service import Service
-from bench.load import start_server, stop
-from tests.app.support import image_bytes, make_settings, post_image, running_client
-from tests.reliability.faulty_app import POISON_WIDTH, WorkerKilled, _dying_predict
-
-
-class DyingService(Service):
-    predict = _dying_predict
+from tests.reliability.faulty_app import POISON_WIDTH, DyingVersion, WorkerKilled
+from tests.support.server import start_server, stop
+from tests.support.service import image_bytes, make_settings, post_image, running_client
 
 
 async def test_dead_worker_turns_readiness_503_and_refuses_work(tiny_checkpoint):
-    app = create_app(make_settings(tiny_checkpoint), service_factory=DyingService)
+    app = create_app(make_settings(tiny_checkpoint), factory=DyingVersion)
     async with running_client(app) as client:
         before = await client.get("/readyz")
         poisoned = await post_image(client, image_bytes(POISON_WIDTH, 8))
@@ -23,7 +18,7 @@ async def test_dead_worker_turns_readiness_503_and_refuses_work(tiny_checkpoint)
         later = await post_image(client, image_bytes(20, 8))
         metrics = (await client.get("/metrics")).text
     assert before.status_code == 200
-    assert isinstance(app.state.service.batcher.failed, WorkerKilled)
+    assert isinstance(app.state.runtime.batcher.failed, WorkerKilled)
     for r in (poisoned, ready, later):  # the poisoned request is answered, not left to time out
         assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
         assert r.headers["retry-after"] == "1"
