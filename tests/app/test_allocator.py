@@ -19,3 +19,16 @@ def test_tuning_without_a_c_library_changes_nothing_and_says_so(monkeypatch):
 
     monkeypatch.setattr(ctypes, "CDLL", no_library)
     assert allocator.tune_malloc() is False
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_trim_hands_memory_back_on_glibc():
+    assert allocator.trim() is True
+
+
+def test_trim_without_a_c_library_says_so(monkeypatch):
+    def no_library(*_args, **_kwargs):
+        raise OSError("no C library here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    assert allocator.trim() is False
