@@ -165,13 +165,8 @@ class Registry:
                                                      "repository")
         with self._lock:
             model = self._sync(entry)
-        if not model.loading.acquire(blocking=False):
-            raise errors.Conflict("load_in_progress", f"model '{name}' is already being loaded "
-                                                      "or unloaded; retry when it is done")
-        try:
+        with _exclusive(model):
             return self._load(model, entry)
-        finally:
-            model.loading.release()
 
     def _load(self, model: ModelSlot, entry: ModelEntry) -> dict[str, Any]:
         if entry.config is None:
@@ -205,17 +200,11 @@ class Registry:
         """Retire every version of the model; each is freed when its last request ends."""
         with self._lock:
             model = self._model(name)
-        if not model.loading.acquire(blocking=False):
-            raise errors.Conflict("load_in_progress", f"model '{name}' is being loaded; retry "
-                                                      "when it is done")
-        try:
-            with self._lock:
-                for slot in model.versions.values():
-                    if slot.state is State.ready:
-                        self._retire(slot)
-            return self.status(name)
-        finally:
-            model.loading.release()
+        with _exclusive(model), self._lock:
+            for slot in model.versions.values():
+                if slot.state is State.ready:
+                    self._retire(slot)
+        return self.status(name)
 
     def _finish_load(self, model: ModelSlot, slot: VersionSlot,
                      read: Callable[[], Checkpoint]) -> str | None:
@@ -272,8 +261,12 @@ class Registry:
 
     @staticmethod
     def _unloaded(slot: VersionSlot) -> None:
+        """The draining instance's last lease ended (lock held); the slot may be loading or
+        ready again by now, with a newer instance."""
         log.info("%r unloaded", slot.draining)
-        slot.state, slot.reason, slot.draining = State.unavailable, "unloaded", None
+        slot.draining = None
+        if slot.state is State.unloading:
+            slot.state, slot.reason = State.unavailable, "unloaded"
 
     def _held(self) -> int:
         """Versions in memory or on their way: loading, ready or draining (lock held)."""
@@ -323,3 +316,15 @@ class Registry:
 
 def _given(ckpt: Checkpoint) -> Checkpoint:
     return ckpt
+
+
+@contextmanager
+def _exclusive(model: ModelSlot) -> Iterator[None]:
+    """Hold the model's load lock, or refuse with 409: loads and unloads never interleave."""
+    if not model.loading.acquire(blocking=False):
+        raise errors.Conflict("load_in_progress", f"model '{model.name}' is already being "
+                                                  "loaded or unloaded; retry when it is done")
+    try:
+        yield
+    finally:
+        model.loading.release()

@@ -272,3 +272,22 @@ async def test_model_control_is_absent_without_an_admin_key(tiny_checkpoint):
         r = await client.post("/v2/repository/index")
         paths = (await client.get("/openapi.json")).json()["paths"]
     assert r.status_code == 404 and not any(p.startswith("/v2/repository") for p in paths)
+
+
+async def test_reloading_a_version_that_still_drains_keeps_the_new_one_ready(tmp_path):
+    add_version(tmp_path, "seg", 1)
+    async with running_client(repo_app(tmp_path, factory=GatedVersion)) as client:
+        old = serving(client._transport.app)
+        inflight = asyncio.create_task(post_image(client, image_bytes()))
+        await entered(old)  # version 1 is held by a request
+        unloaded = await client.post("/v2/repository/models/seg/unload", headers=ADMIN)
+        reloaded = await load(client, "seg")
+        new = serving(client._transport.app)
+        old.gate.set()
+        assert (await inflight).headers["x-model-version"] == "1"
+        new.gate.set()
+        after = await post_image(client, image_bytes())
+        models = (await client.get("/models")).json()
+    assert unloaded.json()["versions"][0]["state"] == "unloading"
+    assert reloaded.status_code == 200 and new is not old
+    assert after.status_code == 200 and states(models, "seg") == {1: "ready"}
