@@ -132,5 +132,5 @@ class KeyMiddleware:
             if path is not None and not key_matches(supplied_key(scope, self.kind.header),
                                                     self.key):
                 scope["route"] = RouteLabel(path)  # metrics count it under its route
-                return await send_error(send, self.kind.refusal())
+                return await send_error(send, self.kind.refusal(), scope["path"])
         await self.app(scope, receive, send)

@@ -134,10 +134,7 @@ def decode_image(data: bytes, max_pixels: int, max_side: int | None = None) -> n
                        f"the image header cannot be read ({type(exc).__name__})") from None
     with image:
         width, height = image.size
-        if width * height > max_pixels:
-            raise _too_many_pixels(width, height, max_pixels)
-        if max_side is not None and max(width, height) > max_side:
-            raise _side_too_long(width, height, max_side)
+        check_size(width, height, max_pixels, max_side)
         try:
             image.load()  # an animated GIF or WebP loads its first frame
             ImageOps.exif_transpose(image, in_place=True)
@@ -148,3 +145,24 @@ def decode_image(data: bytes, max_pixels: int, max_side: int | None = None) -> n
             raise InvalidInput("invalid_image",
                            f"the {image.format} data is truncated or corrupt "
                            f"({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def check_pixels(image: np.ndarray, max_pixels: int, max_side: int | None = None) -> np.ndarray:
+    """An already-decoded RGB array (the v2 protocol's `image` tensor) under the same limits as
+    an upload: uint8 (H, W, 3), at least 1×1."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInput("invalid_image", f"an image tensor must be uint8 (H, W, 3); got "
+                                            f"{image.dtype} {tuple(image.shape)}")
+    height, width = image.shape[:2]
+    check_size(width, height, max_pixels, max_side)
+    return image
+
+
+def check_size(width: int, height: int, max_pixels: int, max_side: int | None = None) -> None:
+    """An image of width × height: at least 1×1, within the pixel and side limits."""
+    if not height or not width:
+        raise InvalidInput("invalid_image", f"the image is {width}×{height}; it needs pixels")
+    if width * height > max_pixels:
+        raise _too_many_pixels(width, height, max_pixels)
+    if max_side is not None and max(width, height) > max_side:
+        raise _side_too_long(width, height, max_side)

@@ -23,7 +23,7 @@ from app.pipeline import ModelVersion
 from app.registry import Registry, VersionFactory
 from app.repository import source_for
 from app.responses import install_error_handlers
-from app.routes import demo, health, metrics, models, repository, segment
+from app.routes import demo, health, metrics, models, repository, segment, v2
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 
@@ -103,7 +103,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.registry = registry
     app.state.runtime = runtime
     install_error_handlers(app)
-    routers = [segment.router, models.router, health.router, metrics.router, demo.router]
+    routers = [segment.router, models.router, health.router, metrics.router, demo.router,
+               v2.router]
     if settings.admin_key is not None:
         routers.append(repository.router)
     for router in routers:

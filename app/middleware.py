@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ServingError
+from app.errors import InvalidInput, ServingError, TooLarge
 from app.metrics import Metrics
-from app.responses import error_body, send_error, send_json
+from app.responses import send_error
 
 
 class BodyTooLarge(Exception):
@@ -34,23 +34,24 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _too_large(self, size: str) -> dict:
-        return error_body("payload_too_large",
-                          f"the request body is {size}; the limit is {self.max_bytes:,} bytes")
+    def _too_large(self, size: str) -> TooLarge:
+        return TooLarge("payload_too_large",
+                        f"the request body is {size}; the limit is {self.max_bytes:,} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope["path"]
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
                 length = int(declared)
             except ValueError:
-                return await send_json(send, 400, error_body(
-                    "bad_request", "the Content-Length header is not a number"))
+                return await send_error(send, InvalidInput(
+                    "bad_request", "the Content-Length header is not a number"), path)
             if length > self.max_bytes:
-                return await send_json(send, 413, self._too_large(f"{length:,} bytes"))
+                return await send_error(send, self._too_large(f"{length:,} bytes"), path)
         received = 0
         exceeded = replaced = started = False
 
@@ -71,7 +72,8 @@ class BodyLimitMiddleware:
             if exceeded and not started:
                 if not replaced:
                     replaced = True
-                    await send_json(send, 413, self._too_large(f"over {self.max_bytes:,} bytes"))
+                    await send_error(send, self._too_large(f"over {self.max_bytes:,} bytes"),
+                                     path)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -80,7 +82,7 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, guarded_send)
         except BodyTooLarge:
             if not started and not replaced:
-                await send_json(send, 413, self._too_large(f"over {self.max_bytes:,} bytes"))
+                await send_error(send, self._too_large(f"over {self.max_bytes:,} bytes"), path)
 
 
 async def _drain(receive: Receive) -> None:
@@ -111,7 +113,7 @@ class LoadShedMiddleware:
             except ServingError as exc:
                 scope["route"] = RouteLabel(self.route_of(scope["path"]))
                 await _drain(receive)
-                return await send_error(send, exc, close=False)
+                return await send_error(send, exc, scope["path"], close=False)
         await self.app(scope, receive, send)
 
 

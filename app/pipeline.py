@@ -20,7 +20,7 @@ import torch
 
 from app import encode
 from app.batcher import Lane
-from app.decode import decode_image
+from app.decode import check_pixels, decode_image
 from app.inference import InferenceOptions, Prepared, Segmenter, resolve_backend
 from app.metrics import Metrics
 from app.model_config import ServingOptions
@@ -85,9 +85,13 @@ class ModelVersion:
 
     # --- stages -------------------------------------------------------------------------------
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, Prepared]:
-        """Upload bytes → the oriented RGB image and the model's input (I/O thread)."""
-        image = decode_image(data, self.limits.max_pixels, self.limits.max_side)
+    def decode(self, source: bytes | np.ndarray) -> tuple[np.ndarray, Prepared]:
+        """Upload bytes (or an RGB array already decoded) → the oriented RGB image and the
+        model's input (I/O thread)."""
+        limits = self.limits
+        image = (decode_image(source, limits.max_pixels, limits.max_side)
+                 if isinstance(source, bytes) else
+                 check_pixels(source, limits.max_pixels, limits.max_side))
         return image, self.segmenter.prepare(image)
 
     def predict(self, items: Sequence[Prepared], context: WorkerContext) -> list[np.ndarray]:

@@ -39,13 +39,18 @@ def headers_of(exc: errors.ServingError) -> dict[str, str]:
     return headers | (CHALLENGE if isinstance(exc, errors.Unauthorized) else {})
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
+def error_body(code: str, message: str, path: str = "/") -> dict[str, Any]:
+    """The error shape for `path`: ours, or under /v2 the Open Inference Protocol's
+    `{"error": "<message>"}` (a string, which tritonclient and the kserve client read), with
+    our code in front of the message."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return {"error": f"{code}: {message}"}
     return {"error": {"code": code, "message": message}}
 
 
-def error_response(exc: errors.ServingError) -> JSONResponse:
-    return JSONResponse(error_body(exc.code, exc.message), status_code=status_of(exc),
-                        headers=headers_of(exc))
+def _json(status: int, code: str, message: str, path: str,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, path), status_code=status, headers=headers)
 
 
 async def send_json(send: Send, status: int, body: dict[str, Any],
@@ -60,18 +65,19 @@ async def send_json(send: Send, status: int, body: dict[str, Any],
     await send({"type": "http.response.body", "body": payload})
 
 
-async def send_error(send: Send, exc: errors.ServingError, close: bool = True) -> None:
-    await send_json(send, status_of(exc), error_body(exc.code, exc.message), headers_of(exc),
-                    close)
+async def send_error(send: Send, exc: errors.ServingError, path: str,
+                     close: bool = True) -> None:
+    await send_json(send, status_of(exc), error_body(exc.code, exc.message, path),
+                    headers_of(exc), close)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.ServingError)
-    async def _serving_error(_: Request, exc: errors.ServingError) -> JSONResponse:
-        return error_response(exc)
+    async def _serving_error(request: Request, exc: errors.ServingError) -> JSONResponse:
+        return _json(status_of(exc), exc.code, exc.message, request.url.path, headers_of(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
@@ -80,18 +86,17 @@ def install_error_handlers(app: FastAPI) -> None:
         if any(e.get("type") == "missing" and "file" in map(str, e.get("loc", ()))
                for e in exc.errors()):
             message += " (send the image as multipart/form-data field 'file')"
-        return JSONResponse(error_body("invalid_request", message), status_code=422)
+        return _json(422, "invalid_request", message, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return JSONResponse(error_body(code, detail), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return _json(exc.status_code, code, detail, request.url.path,
+                     getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error: %s", exc)
-        return JSONResponse(error_body("internal_error", "the server failed to handle this "
-                                                         "request; it has been logged"),
-                            status_code=500)
+        return _json(500, "internal_error", "the server failed to handle this request; it has "
+                                            "been logged", request.url.path)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from app import errors
@@ -58,7 +59,7 @@ class Runtime:
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
-    async def segment(self, version: ModelVersion, data: bytes, started: float,
+    async def segment(self, version: ModelVersion, data: bytes | np.ndarray, started: float,
                       keep_image: bool = False) -> Segmented:
         """decode → batch → predict for one admitted image."""
         async with self.admission.image():

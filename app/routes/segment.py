@@ -27,16 +27,18 @@ router = APIRouter(tags=["segmentation"], dependencies=[APIKey])
 T = TypeVar("T")
 
 # Every upload route, for the load shedding that runs before the router.
-UPLOAD_PATHS = re.compile(r"(/models/[^/]+(/versions/[^/]+)?)?/segment(/batch)?")
+UPLOAD_PATHS = re.compile(r"(/models/[^/]+(/versions/[^/]+)?)?/segment(/batch)?"
+                          r"|/v2/models/[^/]+(/versions/[^/]+)?/infer")
 
 
 def upload_route(path: str) -> str:
     """The route template of an upload path: a metrics label of bounded cardinality."""
     parts = path.split("/")
-    if len(parts) > 2 and parts[1] == "models":
-        parts[2] = "{name}"
-        if len(parts) > 4 and parts[3] == "versions":
-            parts[4] = "{version}"
+    start = 2 if parts[1:2] == ["v2"] else 1  # /v2/models/{name}/... or /models/{name}/...
+    if len(parts) > start + 1 and parts[start] == "models":
+        parts[start + 1] = "{name}"
+        if len(parts) > start + 3 and parts[start + 2] == "versions":
+            parts[start + 3] = "{version}"
     return "/".join(parts)
 
 

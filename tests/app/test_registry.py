@@ -142,8 +142,8 @@ async def test_a_broken_new_version_is_refused_and_the_old_keeps_serving(tmp_pat
         refused = await load(client, "seg")
         served = await post_image(client, image_bytes())
         models = (await client.get("/models")).json()
-    assert refused.status_code == 400 and refused.json()["error"]["code"] == "load_failed"
-    assert reason in refused.json()["error"]["message"]
+    assert refused.status_code == 400  # Triton's error shape under /v2: a string, code first
+    assert refused.json()["error"].startswith("load_failed: ") and reason in refused.text
     assert served.status_code == 200 and served.headers["x-model-version"] == "2"
     (version3,) = [v for v in models[0]["versions"] if v["version"] == 3]
     assert version3["state"] == "unavailable" and reason in version3["reason"]
@@ -191,7 +191,8 @@ async def test_a_second_load_of_the_same_model_is_refused_while_the_first_runs(t
         still_v1 = await post_image(client, image_bytes())
         SlowWarmUp.release.set()
         done = await first
-    assert second.status_code == 409 and second.json()["error"]["code"] == "load_in_progress"
+    assert second.status_code == 409
+    assert second.json()["error"].startswith("load_in_progress: ")
     assert loading.status_code == 503 and loading.headers["retry-after"] == "1"
     assert loading.json()["error"]["code"] == "model_not_ready"
     assert still_v1.headers["x-model-version"] == "1"
@@ -206,7 +207,8 @@ async def test_loads_beyond_the_version_limit_are_refused(tmp_path):
         add_version(tmp_path, "b", 2)
         refused = await load(client, "b")
         models = (await client.get("/models")).json()
-    assert refused.status_code == 409 and refused.json()["error"]["code"] == "too_many_versions"
+    assert refused.status_code == 409
+    assert refused.json()["error"].startswith("too_many_versions: ")
     assert "the limit is 2" in refused.text
     assert states(models, "b") == {1: "ready", 2: "unavailable"}
 
@@ -253,7 +255,7 @@ async def test_model_control_needs_the_admin_key(tmp_path, headers):
     add_version(tmp_path, "seg", 1)
     async with running_client(repo_app(tmp_path)) as client:
         r = await client.post("/v2/repository/index", headers=headers)
-    assert r.status_code == 401 and "admin key" in r.json()["error"]["message"]
+    assert r.status_code == 401 and "admin key" in r.json()["error"]
 
 
 async def test_the_admin_key_also_works_as_a_bearer_token_and_is_not_the_api_key(tmp_path):
