@@ -82,6 +82,7 @@ class Prepared:
     tensor: torch.Tensor  # (3, h, w) normalised, at inference resolution
     height: int  # the upload's (EXIF-oriented) size: the mask comes back at this size
     width: int
+    probabilities: bool = False  # also return the per-class probabilities
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -128,8 +129,10 @@ class Segmenter:
         return max(item.shape) > self.options.tile_size
 
     def bucket(self, item: Prepared) -> tuple:
-        """Batch key: the exact input shape; a tiled image is always a batch of its own."""
-        return ("tiled", id(item)) if self.needs_tiling(item) else item.shape
+        """Batch key: the exact input shape and outputs; a tiled image is always a batch of its
+        own."""
+        return ("tiled", id(item)) if self.needs_tiling(item) else (item.shape,
+                                                                     item.probabilities)
 
     def padding_ratio(self, items: Sequence[Prepared]) -> float:
         """Fraction of the pixels the model computes that are padding (tiling only)."""
@@ -174,22 +177,42 @@ class Segmenter:
 
     def _mask(self, logits: torch.Tensor, item: Prepared) -> np.ndarray:
         """(1, K, h, w) logits → (height, width) uint8, resized to the upload before argmax."""
+        return self._at_upload_size(logits, item)[0].argmax(0).to(torch.uint8).cpu().numpy()
+
+    @staticmethod
+    def _at_upload_size(logits: torch.Tensor, item: Prepared) -> torch.Tensor:
         if logits.shape[-2:] != (item.height, item.width):
             logits = F.interpolate(logits.float(), size=(item.height, item.width),
                                    mode="bilinear", align_corners=False)
-        return logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+        return logits
 
     def _predict_tiled(self, item: Prepared) -> np.ndarray:
-        o = self.options
-        image = item.tensor[None].to(self.device)
-        normalize = self._normalize_band if image.dtype == torch.uint8 else None
         if item.shape == (item.height, item.width):  # memory bounded: never holds full logits
+            o = self.options
+            image = item.tensor[None].to(self.device)
+            normalize = self._normalize_band if image.dtype == torch.uint8 else None
             return sliding_window_mask(self._forward, image, self.num_classes, o.tile_size,
                                        o.tile_overlap, o.tile_batch_size,
                                        normalize=normalize).numpy()
-        return self._mask(sliding_window_logits(self._forward, image, self.num_classes,
-                                                o.tile_size, o.tile_overlap, o.tile_batch_size,
-                                                normalize=normalize), item)
+        return self._mask(self._tiled_logits(item), item)
+
+    def _tiled_logits(self, item: Prepared) -> torch.Tensor:
+        o = self.options
+        image = item.tensor[None].to(self.device)
+        normalize = self._normalize_band if image.dtype == torch.uint8 else None
+        return sliding_window_logits(self._forward, image, self.num_classes, o.tile_size,
+                                     o.tile_overlap, o.tile_batch_size, normalize=normalize)
+
+    def probabilities(self, item: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        """The mask (as `predict` gives it) and the (K, height, width) float16 softmax
+        probabilities at the upload's size. Holds the whole image's logits: callers bound the
+        pixels (DECONVSEG_MAX_PROBABILITY_PIXELS)."""
+        with self._inference():
+            logits = (self._tiled_logits(item) if self.needs_tiling(item)
+                      else self._forward(item.tensor[None]))
+            logits = self._at_upload_size(logits, item)
+            mask = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+            return mask, logits[0].softmax(0).half().cpu().numpy()
 
     def _normalize_band(self, band: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, W) uint8 → normalised float, with the one preprocessing function."""

@@ -21,6 +21,7 @@ import torch
 from app import encode
 from app.batcher import Lane
 from app.decode import check_pixels, decode_image
+from app.errors import TooLarge
 from app.inference import InferenceOptions, Prepared, Segmenter, resolve_backend
 from app.metrics import Metrics
 from app.model_config import ServingOptions
@@ -39,6 +40,13 @@ class Format(StrEnum):
 class Limits:
     max_pixels: int
     max_side: int
+    max_probability_pixels: int
+
+
+@dataclass
+class Prediction:
+    mask: np.ndarray  # (H, W) uint8 class indices
+    probabilities: np.ndarray | None = None  # (K, H, W) float16, when asked for
 
 
 @dataclass
@@ -46,6 +54,7 @@ class Segmented:
     image: np.ndarray | None  # (H, W, 3) uint8, the EXIF-oriented upload (overlay only)
     mask: np.ndarray  # (H, W) uint8 class indices
     timings_ms: dict[str, float]
+    probabilities: np.ndarray | None = None  # (K, H, W) float16, when asked for
 
 
 class ModelVersion:
@@ -64,7 +73,7 @@ class ModelVersion:
             options.resolution, options.tile_size, options.tile_overlap,
             options.max_batch_size if stacked else 1, stacked,
             resolve_backend(options.backend, device), options.engine), device)
-        self.lane: Lane[Prepared, np.ndarray] = Lane(
+        self.lane: Lane[Prepared, Prediction] = Lane(
             self.predict, options.max_batch_size, options.max_batch_delay_ms / 1000,
             bucket=self.segmenter.bucket, on_batch=metrics.batch_observer(name, number))
         self._padding = metrics.padding_ratio.labels(name, str(number))
@@ -85,20 +94,32 @@ class ModelVersion:
 
     # --- stages -------------------------------------------------------------------------------
 
-    def decode(self, source: bytes | np.ndarray) -> tuple[np.ndarray, Prepared]:
+    def decode(self, source: bytes | np.ndarray,
+               probabilities: bool = False) -> tuple[np.ndarray, Prepared]:
         """Upload bytes (or an RGB array already decoded) → the oriented RGB image and the
-        model's input (I/O thread)."""
+        model's input (I/O thread); `probabilities` asks predict for them too."""
         limits = self.limits
         image = (decode_image(source, limits.max_pixels, limits.max_side)
                  if isinstance(source, bytes) else
                  check_pixels(source, limits.max_pixels, limits.max_side))
-        return image, self.segmenter.prepare(image)
+        height, width = image.shape[:2]
+        if probabilities and height * width > limits.max_probability_pixels:
+            raise TooLarge("too_many_pixels_for_probabilities",
+                           f"the image is {width}×{height} = {width * height:,} pixels; "
+                           f"probabilities are returned up to {limits.max_probability_pixels:,} "
+                           "pixels (DECONVSEG_MAX_PROBABILITY_PIXELS); ask for the mask only")
+        prepared = self.segmenter.prepare(image)
+        prepared.probabilities = probabilities
+        return image, prepared
 
-    def predict(self, items: Sequence[Prepared], context: WorkerContext) -> list[np.ndarray]:
-        """Same-shape items → uint8 masks at each upload's size (inference worker)."""
+    def predict(self, items: Sequence[Prepared], context: WorkerContext) -> list[Prediction]:
+        """Same-shape items → uint8 masks at each upload's size, with probabilities when the
+        items ask (the batch key keeps the two kinds apart) (inference worker)."""
         use_threads(context.threads)
         self._padding.observe(self.segmenter.padding_ratio(items))
-        return self.segmenter.predict(items)
+        if items[0].probabilities:
+            return [Prediction(*self.segmenter.probabilities(item)) for item in items]
+        return [Prediction(mask) for mask in self.segmenter.predict(items)]
 
     def document(self, seg: Segmented, fmt: Format) -> dict[str, Any]:
         """The JSON body for `json` or `rle`, without timings."""

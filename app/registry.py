@@ -49,7 +49,8 @@ class Registry:
         self.device = device
         self.threads = threads  # torch threads for warm-up
         self.factory = factory
-        self.limits = Limits(settings.max_pixels, settings.max_side)
+        self.limits = Limits(settings.max_pixels, settings.max_side,
+                             settings.max_probability_pixels)
         self._lock = threading.Lock()
         self._models: dict[str, ModelSlot] = {}
         self.default: str | None = None

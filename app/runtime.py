@@ -60,16 +60,16 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     async def segment(self, version: ModelVersion, data: bytes | np.ndarray, started: float,
-                      keep_image: bool = False) -> Segmented:
+                      keep_image: bool = False, probabilities: bool = False) -> Segmented:
         """decode → batch → predict for one admitted image."""
         async with self.admission.image():
             t0 = time.perf_counter()
-            image, prepared = await self.run_io(version.decode, data)
+            image, prepared = await self.run_io(version.decode, data, probabilities)
             decoded = time.perf_counter() - t0
             remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
             try:
-                mask, queued, compute = await self.batcher.submit(version.lane, prepared,
-                                                                  max(remaining, 0.001))
+                prediction, queued, compute = await self.batcher.submit(
+                    version.lane, prepared, max(remaining, 0.001))
             except QueueFull:
                 raise errors.queue_full(self.settings.max_queue) from None
             except DeadlineExceeded:
@@ -84,9 +84,9 @@ class Runtime:
                 raise errors.Failed("inference_failed",
                                     f"the model failed on this image ({type(exc).__name__}); "
                                     "it has been logged") from None
-            seg = Segmented(image if keep_image else None, mask,
+            seg = Segmented(image if keep_image else None, prediction.mask,
                             {"decode": 0.0, "queue": round(queued * 1000, 3),
-                             "inference": round(compute * 1000, 3)})
+                             "inference": round(compute * 1000, 3)}, prediction.probabilities)
             version.timed(seg, "decode", decoded)
             return seg
 

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     )
     max_pixels: int = Field(40_000_000, ge=1, description="largest image, width × height")
     max_side: int = Field(16384, ge=1, description="longest image side in pixels")
+    max_probability_pixels: int = Field(
+        4_000_000, ge=1, description="largest image whose per-class probabilities are returned "
+        "(they take classes × pixels × 2 bytes)")
     max_batch_files: int = Field(16, ge=1, le=1024, description="files per /segment/batch")
     resolution: Literal["native", "resize"] = Field(
         "native",

@@ -1,8 +1,10 @@
 """The Open Inference Protocol (KServe / Triton "v2") REST API, beside our own routes.
 
 Inputs: `image` UINT8 [N, H, W, 3] (raw RGB) or `image_bytes` BYTES [N] (encoded files, decoded
-like uploads). Output: `mask` UINT8 [N, H, W]. Each image goes through the same pipeline as
-`/segment`: the same limits, dynamic batching, and the same masks pixel for pixel.
+like uploads). Outputs: `mask` UINT8 [N, H, W] (the default), and on request `probabilities`
+FP16 [N, K, H, W] (softmax) and `confidence` UINT8 [N, H, W] (the winning class's probability
+× 255). Each image goes through the same pipeline as `/segment`: the same limits, dynamic
+batching, and the same masks pixel for pixel.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 ModelName = Annotated[str, Path(description="a model in the repository")]
 VersionText = Annotated[str, Path(description="a version of the model")]
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
-OUTPUTS = ("mask",)
+OUTPUTS = ("mask", "probabilities", "confidence")
 
 
 def _version_number(text: str | None) -> int | None:
@@ -68,7 +70,10 @@ def _metadata(version: ModelVersion, versions: list[str]) -> dict[str, Any]:
         "name": version.name, "versions": versions, "platform": "pytorch_torchscript",
         "inputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]},
                    {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": "mask", "datatype": "UINT8", "shape": [-1, -1, -1]}],
+        "outputs": [{"name": "mask", "datatype": "UINT8", "shape": [-1, -1, -1]},
+                    {"name": "probabilities", "datatype": "FP16",
+                     "shape": [-1, len(classes), -1, -1]},
+                    {"name": "confidence", "datatype": "UINT8", "shape": [-1, -1, -1]}],
         "parameters": {"classes": classes, "palette": version.ckpt.palette},
     }
 
@@ -144,30 +149,47 @@ async def _infer(request: Request, name: str, number: int | None, registry: Regi
     if len(images) > settings.max_batch_files:
         raise errors.TooLarge("too_many_files", f"{len(images)} images in one request; the "
                               f"limit is {settings.max_batch_files} (DECONVSEG_MAX_BATCH_FILES)")
-    unknown = [o for o in parsed.outputs or [] if o not in OUTPUTS]
+    wanted = parsed.outputs or ["mask"]
+    unknown = [o for o in wanted if o not in OUTPUTS]
     if unknown:
         raise errors.InvalidInput("invalid_tensor", f"unknown output {unknown[0]!r}; this "
                                   f"model returns {', '.join(OUTPUTS)}")
     with registry.lease(name, number) as version:
         async with runtime.admission.request():
-            segs = await _unless_disconnected(request, _segment_all(runtime, version, images,
-                                                                    started))
-        masks = [seg.mask for seg in segs]
-        if len({mask.shape for mask in masks}) > 1:
-            raise errors.InvalidInput("invalid_tensor", "the images of one request must share "
-                                      "a size (mask is one [N, H, W] tensor); send them apart")
-        mask = np.stack(masks)
-        payload, headers = oip.encode_response(
-            version.name, str(version.number), parsed,
-            [oip.Tensor("mask", "UINT8", list(mask.shape), mask)])
+            segs = await _unless_disconnected(request, _segment_all(
+                runtime, version, images, started, probabilities=wanted != ["mask"]))
+            tensors = await runtime.run_io(_output_tensors, segs, wanted)
+        payload, headers = oip.encode_response(version.name, str(version.number), parsed,
+                                               tensors)
         headers |= model_headers(version)
     media = headers.pop("Content-Type")
     return Response(payload, media_type=media, headers=headers)
 
 
+def _output_tensors(segs: list[Segmented], wanted: list[str]) -> list[oip.Tensor]:
+    """The requested outputs as [N, ...] tensors (I/O thread)."""
+    if len({seg.mask.shape for seg in segs}) > 1:
+        raise errors.InvalidInput("invalid_tensor", "the images of one request must share a "
+                                  "size (each output is one [N, ...] tensor); send them apart")
+    tensors = []
+    for name in wanted:
+        if name == "mask":
+            data = np.stack([seg.mask for seg in segs])
+        else:
+            probabilities = np.stack([seg.probabilities for seg in segs
+                                      if seg.probabilities is not None])
+            data = (probabilities if name == "probabilities" else
+                    np.rint(probabilities.max(axis=1).astype(np.float32) * 255).astype(np.uint8))
+        datatype = "FP16" if name == "probabilities" else "UINT8"
+        tensors.append(oip.Tensor(name, datatype, list(data.shape), data))
+    return tensors
+
+
 async def _segment_all(runtime: Runtime, version: ModelVersion,
-                       images: list[bytes | np.ndarray], started: float) -> list[Segmented]:
-    outcomes = await asyncio.gather(*(runtime.segment(version, image, started)
+                       images: list[bytes | np.ndarray], started: float,
+                       probabilities: bool) -> list[Segmented]:
+    outcomes = await asyncio.gather(*(runtime.segment(version, image, started,
+                                                      probabilities=probabilities)
                                       for image in images), return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):

@@ -80,7 +80,10 @@ async def test_metadata_describes_variable_dims_and_the_classes(client):
     version = (await client.get("/v2/models/tiny/versions/1")).json()
     assert "binary_tensor_data" in server["extensions"]
     assert model["inputs"][0] == {"name": "image", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}
-    assert model["outputs"] == [{"name": "mask", "datatype": "UINT8", "shape": [-1, -1, -1]}]
+    assert model["outputs"] == [
+        {"name": "mask", "datatype": "UINT8", "shape": [-1, -1, -1]},
+        {"name": "probabilities", "datatype": "FP16", "shape": [-1, len(CLASSES), -1, -1]},
+        {"name": "confidence", "datatype": "UINT8", "shape": [-1, -1, -1]}]
     assert model["versions"] == ["1"] and model["parameters"]["classes"] == CLASSES
     assert version["versions"] == ["1"]
 
@@ -141,3 +144,52 @@ async def test_v2_requests_are_batched_with_each_other(tiny_checkpoint):
         await blocker
         r = await infer
     assert r.status_code == 200 and version.batches[-1] == [(16, 16)] * 3
+
+
+def outputs_of(response) -> dict[str, np.ndarray]:
+    length = int(response.headers["inference-header-content-length"])
+    doc, blob = json.loads(response.content[:length]), response.content[length:]
+    found, offset = {}, 0
+    for out in doc["outputs"]:
+        size = out["parameters"]["binary_data_size"]
+        dtype = np.float16 if out["datatype"] == "FP16" else np.uint8
+        found[out["name"]] = np.frombuffer(blob[offset:offset + size], dtype).reshape(
+            out["shape"])
+        offset += size
+    return found
+
+
+@pytest.mark.parametrize("size", [(40, 24), (100, 70)], ids=["whole", "tiled"])
+async def test_probabilities_and_confidence_agree_with_the_mask(client, size):
+    upload = image_bytes(*size, seed=9)
+    batch = pixels(upload)[None]
+    head = json.dumps({
+        "inputs": [{"name": "image", "datatype": "UINT8", "shape": list(batch.shape),
+                    "parameters": {"binary_data_size": batch.nbytes}}],
+        "outputs": [{"name": n, "parameters": {"binary_data": True}}
+                    for n in ("mask", "probabilities", "confidence")]}).encode()
+    r = await client.post("/v2/models/tiny/infer", content=head + batch.tobytes(),
+                          headers={"Inference-Header-Content-Length": str(len(head))})
+    out = outputs_of(r)
+    probabilities = out["probabilities"].astype(np.float32)
+    assert probabilities.shape == (1, len(CLASSES), size[1], size[0])
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=3e-3)
+    assert np.array_equal(out["mask"][0], await mask_of_upload(client, upload))
+    assert np.array_equal(out["confidence"],
+                          np.rint(probabilities.max(axis=1) * 255).astype(np.uint8))
+    # float16 can tie near-equal classes; where it does not, the mask is the argmax
+    top2 = np.sort(probabilities, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-2
+    assert np.array_equal(probabilities.argmax(axis=1)[clear], out["mask"][clear])
+
+
+async def test_probabilities_above_the_pixel_budget_are_refused(tiny_checkpoint):
+    app = create_app(make_settings(tiny_checkpoint, max_probability_pixels=100))
+    async with running_client(app) as client:
+        doc = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1, 10, 11, 3],
+                           "data": [0] * 330}], "outputs": [{"name": "confidence"}]}
+        refused = await client.post("/v2/models/tiny/infer", json=doc)
+        doc["outputs"] = [{"name": "mask"}]
+        mask_only = await client.post("/v2/models/tiny/infer", json=doc)
+    assert refused.status_code == 413 and "DECONVSEG_MAX_PROBABILITY_PIXELS" in refused.text
+    assert mask_only.status_code == 200
