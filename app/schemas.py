@@ -21,7 +21,7 @@ class ErrorResponse(BaseModel):
 
 # status → (code, when): the error table, shown per route in the OpenAPI document.
 ERRORS: dict[int, tuple[str, str]] = {
-    400: ("empty_file | invalid_image | bad_request | load_failed",
+    400: ("empty_file | invalid_image | invalid_tensor | bad_request | load_failed",
           "the upload is empty, not an image, truncated or corrupt, or the body is malformed; "
           "for a model load, the version that failed and why"),
     401: ("unauthorized", "the route needs a key (DECONVSEG_API_KEY, or DECONVSEG_ADMIN_KEY "
@@ -29,7 +29,8 @@ ERRORS: dict[int, tuple[str, str]] = {
     404: ("model_not_found | version_not_found", "no such model or version in the repository"),
     409: ("load_in_progress | too_many_versions",
           "the model is already being loaded, or DECONVSEG_MAX_LOADED_VERSIONS would be passed"),
-    413: ("payload_too_large | too_many_pixels | side_too_long | too_many_files",
+    413: ("payload_too_large | too_many_pixels | side_too_long | too_many_files | "
+          "tensor_too_large | too_many_pixels_for_probabilities",
           "body over DECONVSEG_MAX_UPLOAD_BYTES, image over DECONVSEG_MAX_PIXELS, a side over "
           "DECONVSEG_MAX_SIDE, or more files than DECONVSEG_MAX_BATCH_FILES"),
     415: ("unsupported_format", f"a format other than {ALLOWED_TEXT}"),
@@ -42,13 +43,23 @@ ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` entries for these statuses, each with the error model and an example."""
+class ProtocolError(BaseModel):
+    """The Open Inference Protocol's error shape, used under /v2: our code, then the message."""
+
+    error: str = Field(examples=["model_not_found: no model named 'roads' (models: model)"])
+
+
+def error_responses(*statuses: int, protocol: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for these statuses, each with the error model and an example
+    (`protocol`: the /v2 shape)."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         code, when = ERRORS[status]
-        example = {"error": {"code": code.split(" | ")[0], "message": when}}
-        out[status] = {"model": ErrorResponse, "description": f"`{code}`: {when}",
+        first = code.split(" | ")[0]
+        example: dict[str, Any] = ({"error": f"{first}: {when}"} if protocol else
+                                   {"error": {"code": first, "message": when}})
+        out[status] = {"model": ProtocolError if protocol else ErrorResponse,
+                       "description": f"`{code}`: {when}",
                        "content": {"application/json": {"example": example}}}
     return out
 
@@ -196,3 +207,47 @@ class IndexEntry(BaseModel):
     version: int
     state: str
     reason: str | None = None
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its definitions inlined (for `openapi_extra`, which takes a
+    schema that cannot point into the document's components)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+class V2Tensor(BaseModel):
+    name: str = Field(examples=["image"], description="image (UINT8) or image_bytes (BYTES)")
+    datatype: str = Field(examples=["UINT8"])
+    shape: list[int] = Field(examples=[[1, 2, 2, 3]])
+    data: list[Any] | None = Field(None, description="row-major elements (BYTES: base64); "
+                                   "absent when parameters.binary_data_size is set",
+                                   examples=[[0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]])
+    parameters: dict[str, Any] | None = None
+
+
+class V2Output(BaseModel):
+    name: str = Field(examples=["mask"], description="mask, probabilities or confidence")
+    parameters: dict[str, Any] | None = Field(None, examples=[{"binary_data": True}])
+
+
+class V2InferRequest(BaseModel):
+    """The JSON form; with the binary extension, this JSON comes first and its byte length is
+    in the Inference-Header-Content-Length header."""
+
+    id: str | None = None
+    inputs: list[V2Tensor]
+    outputs: list[V2Output] | None = None
+    parameters: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from app.pipeline import ModelVersion, Segmented
 from app.registry import Registry
 from app.routes.segment import _unless_disconnected, model_headers
 from app.runtime import Runtime
+from app.schemas import V2InferRequest, error_responses, inline_schema
 from app.settings import Settings
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
@@ -55,7 +56,7 @@ async def server_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=error_responses(503, protocol=True))
 async def server_ready(runtime: RuntimeDep, registry: RegistryDep) -> dict[str, bool]:
     """200 once start-up is done and the default model serves; 503 otherwise."""
     if not runtime.admission.ready:
@@ -83,14 +84,21 @@ def _ready_versions(registry: Registry, name: str) -> list[str]:
             if v["state"] == "ready"]
 
 
-@router.get("/models/{name}", dependencies=[APIKey])
+READ_ERRORS = error_responses(401, 404, 422, 503, protocol=True)
+INFER: dict[str, Any] = {"dependencies": [APIKey], "response_class": JSONResponse,
+         "responses": error_responses(400, 401, 404, 413, 422, 500, 503, 504, protocol=True),
+         "openapi_extra": {"requestBody": {"required": True, "content": {
+             "application/json": {"schema": inline_schema(V2InferRequest)}}}}}
+
+
+@router.get("/models/{name}", dependencies=[APIKey], responses=READ_ERRORS)
 async def model_metadata(name: ModelName, registry: RegistryDep) -> dict[str, Any]:
     """Inputs and outputs (-1: any size), the ready versions and the class names."""
     with registry.lease(name) as version:
         return _metadata(version, _ready_versions(registry, name))
 
 
-@router.get("/models/{name}/versions/{version}", dependencies=[APIKey])
+@router.get("/models/{name}/versions/{version}", dependencies=[APIKey], responses=READ_ERRORS)
 async def model_version_metadata(name: ModelName, version: VersionText,
                                  registry: RegistryDep) -> dict[str, Any]:
     """The same, for one version."""
@@ -98,14 +106,15 @@ async def model_version_metadata(name: ModelName, version: VersionText,
         return _metadata(found, [str(found.number)])
 
 
-@router.get("/models/{name}/ready", dependencies=[APIKey])
+@router.get("/models/{name}/ready", dependencies=[APIKey], responses=READ_ERRORS)
 async def model_ready(name: ModelName, registry: RegistryDep) -> dict[str, Any]:
     """200 when the model has a serving version; 503 (or 404) otherwise."""
     with registry.lease(name):
         return {"name": name, "ready": True}
 
 
-@router.get("/models/{name}/versions/{version}/ready", dependencies=[APIKey])
+@router.get("/models/{name}/versions/{version}/ready", dependencies=[APIKey],
+            responses=READ_ERRORS)
 async def model_version_ready(name: ModelName, version: VersionText,
                               registry: RegistryDep) -> dict[str, Any]:
     """200 when this version serves."""
@@ -197,7 +206,7 @@ async def _segment_all(runtime: Runtime, version: ModelVersion,
     return [o for o in outcomes if isinstance(o, Segmented)]
 
 
-@router.post("/models/{name}/infer", dependencies=[APIKey], response_class=JSONResponse)
+@router.post("/models/{name}/infer", **INFER)
 async def infer(request: Request, name: ModelName, registry: RegistryDep, runtime: RuntimeDep,
                 settings: SettingsDep) -> Response:
     """Segment the request's images with the model's serving version (JSON or binary
@@ -205,8 +214,7 @@ async def infer(request: Request, name: ModelName, registry: RegistryDep, runtim
     return await _infer(request, name, None, registry, runtime, settings)
 
 
-@router.post("/models/{name}/versions/{version}/infer", dependencies=[APIKey],
-             response_class=JSONResponse)
+@router.post("/models/{name}/versions/{version}/infer", **INFER)
 async def infer_version(request: Request, name: ModelName, version: VersionText,
                         registry: RegistryDep, runtime: RuntimeDep,
                         settings: SettingsDep) -> Response:
