@@ -15,13 +15,14 @@ from tests.support.server import start_server, stop
 from tests.support.service import image_bytes
 
 pytestmark = pytest.mark.slow
+ADMIN = "e2e-admin"
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
     log = tmp_path_factory.mktemp("v2") / "server.log"
     proc, base = start_server({"DECONVSEG_CHECKPOINT": str(tiny_checkpoint),
-                               "DECONVSEG_THREADS": "1"}, log=log)
+                               "DECONVSEG_THREADS": "1", "DECONVSEG_ADMIN_KEY": ADMIN}, log=log)
     try:
         yield base
     finally:
@@ -89,3 +90,16 @@ def test_kserve_rest_client_gets_the_upload_masks(server, uploads, expected):
 
     ready, mask = asyncio.run(infer())
     assert ready is True and np.array_equal(mask, expected)
+
+
+def test_tritonclient_model_control_speaks_the_repository_extension(server):
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    headers = {"X-Admin-Key": ADMIN}
+    client.unload_model("tiny", headers=headers)
+    unloaded = client.is_model_ready("tiny")
+    client.load_model("tiny", headers=headers)
+    index = client.get_model_repository_index(headers=headers)
+    assert unloaded is False and client.is_model_ready("tiny")
+    assert index == [{"name": "tiny", "version": 1, "state": "ready", "reason": None}]
+    with pytest.raises(triton.InferenceServerException, match="admin key"):
+        client.load_model("tiny")
