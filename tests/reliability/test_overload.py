@@ -31,9 +31,9 @@ class CountingDecodes(GatedVersion):
         super().__init__(*args, **kwargs)
         self.decodes = 0
 
-    def decode(self, data):
+    def decode(self, data, probabilities=False):
         self.decodes += 1
-        return super().decode(data)
+        return super().decode(data, probabilities)
 
 
 async def test_upload_at_capacity_is_refused_before_its_body_is_parsed(tiny_checkpoint):

@@ -91,4 +91,7 @@ def test_the_key_guards_exactly_the_api_routes(tiny_checkpoint):
         "/segment", "/segment/batch", "/model", "/metrics", "/models", "/models/{name}",
         "/models/{name}/segment", "/models/{name}/segment/batch",
         "/models/{name}/versions/{version}/segment",
-        "/models/{name}/versions/{version}/segment/batch"}
+        "/models/{name}/versions/{version}/segment/batch",
+        "/v2/models/{name}", "/v2/models/{name}/versions/{version}", "/v2/models/{name}/ready",
+        "/v2/models/{name}/versions/{version}/ready", "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer"}
