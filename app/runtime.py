@@ -33,7 +33,10 @@ class Runtime:
                                    settings.resolved_workers(device.type))
         self.batcher = Batcher(self.policy, settings.max_queue,
                                on_drop=lambda reason: metrics.dropped.labels(reason).inc())
-        self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io")
+        # Preprocessing is torch (torchvision); in I/O threads it computes single-threaded, so
+        # only the inference workers run OpenMP teams (app/workers.py).
+        self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io",
+                                     initializer=torch.set_num_threads, initargs=(1,))
         # Every worker may hold a batch while `max_queue` more images wait.
         capacity = settings.max_queue + self.policy.workers * settings.max_batch_size
         self.admission = Admission(capacity, settings.max_queue,

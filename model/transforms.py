@@ -6,6 +6,7 @@ NEAREST, padding with the ignore index), photometric ops touch the image only.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,12 +56,18 @@ def train_transforms(
 def eval_transforms(
     mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD
 ) -> v2.Compose:
-    """The inference preprocessing as a joint transform (mask passes through untouched)."""
+    """The inference preprocessing, the one the service, the tiled path, the evaluator and
+    training's validation all run: uint8 → float in [0, 1] → normalised. A joint transform
+    (a mask passes through untouched); on an image alone, `preprocess`.
+
+    One float copy: `ToImage` wraps a (3, H, W) tensor without copying, `ToDtype` makes the
+    float image, `Normalize` works in place on it.
+    """
     return v2.Compose(
         [
             v2.ToImage(),
             v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
+            v2.Normalize(mean=list(mean), std=list(std), inplace=True),
         ]
     )
 
@@ -68,22 +75,14 @@ def eval_transforms(
 def preprocess(
     image: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """uint8 RGB (H, W, 3) array or (3, H, W) tensor → normalised float32 (3, H, W).
-
-    The service and the evaluator both call this. It computes what `eval_transforms` does (a
-    test holds the two together to float rounding), on one float copy, so a 67-megapixel upload
-    costs one float image of memory instead of three.
-    """
-    if isinstance(image, torch.Tensor):  # (3, H, W) → (H, W, 3) array
-        image = image.permute(1, 2, 0).numpy()
-    # NumPy, not torch: the service calls this from I/O threads, and this keeps torch's OpenMP
-    # pool to the inference thread.
-    mean_a = np.asarray(mean, np.float32) * 255.0
-    scale = 1.0 / (np.asarray(std, np.float32) * 255.0)
-    x = np.subtract(image, mean_a, dtype=np.float32)  # one float copy, (H, W, 3)
-    x *= scale
-    # (3, H, W) view of the channels-last copy: the layout the model runs in.
-    return torch.from_numpy(x).permute(2, 0, 1)
+    """uint8 RGB (H, W, 3) array or (3, H, W) tensor → normalised float32 (3, H, W), through
+    `eval_transforms`. The result keeps the array's channels-last memory layout, the one the
+    model runs in. In the service's I/O threads torch computes single-threaded."""
+    if isinstance(image, np.ndarray):  # a (3, H, W) view: ToImage would copy to make it CHW
+        with warnings.catch_warnings():  # a decoded upload is read-only; it is only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            image = torch.from_numpy(image).permute(2, 0, 1)
+    return eval_transforms(mean, std)(image).as_subclass(torch.Tensor)
 
 
 # --- CutMix / MixUp for segmentation ----------------------------------------------------------

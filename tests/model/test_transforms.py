@@ -87,6 +87,14 @@ def test_scale_jitter_resamples_masks_with_nearest():
     assert values <= set(range(6)) | {IGNORE_INDEX}
 
 
+def test_preprocess_makes_one_float_copy_in_the_channels_last_layout():
+    array = np.random.default_rng(1).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    array.flags.writeable = False  # as a decoded upload is
+    x = preprocess(array, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert x.shape == (3, 6, 9) and x.permute(1, 2, 0).is_contiguous()  # (H, W, 3) in memory
+    assert x.untyped_storage().nbytes() == array.size * 4  # one float copy, nothing more
+
+
 def test_preprocess_is_the_eval_pipeline():
     rng = np.random.default_rng(0)
     array = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
