@@ -14,6 +14,9 @@ the convs, weights cast to the backend's dtype once): one call runs the whole fo
 without the GIL, so the event loop's Python work no longer stalls it between layers. Measured on
 this 2-core CPU with one busy Python thread beside it: eager bf16 370 ms per 256² image,
 TorchScript 36 ms (15.6 vs 24.7 ms with nothing beside it). `eager` keeps the nn.Module.
+`onnxruntime` (fp32 only, cpu) runs the dynamic-shape ONNX export (`app.onnxruntime_engine`):
+faster than fp32 TorchScript, slower than bf16 TorchScript where the CPU has native bf16
+(`bench/results/engines.md`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -50,10 +53,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """`auto` → bf16 where the device computes it natively (1.5× served here), else fp32."""
+def resolve_backend(name: str, device: torch.device, engine: str = "torchscript") -> str:
+    """`auto` → bf16 where the device computes it natively (1.5× served here), else fp32;
+    always fp32 for the onnxruntime engine, which runs nothing else."""
     if name != "auto":
         return name
+    if engine == "onnxruntime":
+        return "fp32"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
@@ -75,6 +81,7 @@ class InferenceOptions:
     stacked: bool = False  # one forward per batch (True) or per image (False)
     backend: str = "fp32"  # fp32 | bf16
     engine: str = "eager"  # eager (nn.Module; bf16 = autocast) | torchscript (frozen, no GIL)
+    # | onnxruntime (fp32, cpu)
 
 
 @dataclass(eq=False)
@@ -101,10 +108,20 @@ class Segmenter:
         self.num_classes = len(ckpt.classes)
         self._autocast = options.backend == "bf16" and options.engine == "eager"
         self._dtype = torch.float32
-        self._net: torch.nn.Module | torch.jit.ScriptModule = self.model
+        self._memory_format = torch.channels_last
+        self._net: Callable[[torch.Tensor], torch.Tensor] = self.model
         if options.engine == "torchscript":
             self._dtype = torch.bfloat16 if options.backend == "bf16" else torch.float32
             self._net = freeze_torchscript(self.model, self._dtype)
+        elif options.engine == "onnxruntime":
+            if options.backend != "fp32" or device.type != "cpu":
+                raise ValueError(f"the onnxruntime engine runs fp32 on cpu only, not "
+                                 f"{options.backend} on {device.type}: set DECONVSEG_BACKEND="
+                                 f"fp32 (or auto) and DECONVSEG_DEVICE=cpu")
+            from app.onnxruntime_engine import OnnxRuntimeNet
+
+            self._memory_format = torch.contiguous_format  # ONNX Runtime reads NCHW
+            self._net = OnnxRuntimeNet(ckpt)
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """uint8 (H, W, 3) → Prepared, with the checkpoint's normalisation."""
@@ -172,7 +189,7 @@ class Segmenter:
         return [self._mask(lg[None], it) for lg, it in zip(logits, items, strict=True)]
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(self.device, self._dtype).contiguous(memory_format=torch.channels_last)
+        batch = batch.to(self.device, self._dtype).contiguous(memory_format=self._memory_format)
         return self._net(batch).float()  # (B, K, h, w)
 
     def _mask(self, logits: torch.Tensor, item: Prepared) -> np.ndarray:

@@ -72,7 +72,7 @@ class ModelVersion:
         self.segmenter = Segmenter(ckpt, InferenceOptions(
             options.resolution, options.tile_size, options.tile_overlap,
             options.max_batch_size if stacked else 1, stacked,
-            resolve_backend(options.backend, device), options.engine), device)
+            resolve_backend(options.backend, device, options.engine), options.engine), device)
         self.lane: Lane[Prepared, Prediction] = Lane(
             self.predict, options.max_batch_size, options.max_batch_delay_ms / 1000,
             bucket=self.segmenter.bucket, on_batch=metrics.batch_observer(name, number))

@@ -178,7 +178,8 @@ class ModelCard(BaseModel):
     versions: dict[str, str]
     device: str
     backend: str = Field(description="fp32 or bf16", examples=["bf16"])
-    engine: str = Field(description="torchscript (frozen) or eager", examples=["torchscript"])
+    engine: str = Field(description="torchscript (frozen), eager or onnxruntime",
+                        examples=["torchscript"])
 
 
 class VersionStatus(BaseModel):

@@ -82,9 +82,11 @@ class Settings(BaseSettings):
         "eager), masks agree with "
         "fp32 on ≥ 99.9 % of pixels (tested); auto = bf16 where the device has native bf16 "
         "(AVX512-BF16/AMX CPUs, recent GPUs), else fp32")
-    engine: Literal["torchscript", "eager"] = Field(
+    engine: Literal["torchscript", "eager", "onnxruntime"] = Field(
         "torchscript", description="torchscript = the network scripted and frozen at start-up, "
-        "one GIL-free call per forward (same masks as eager in fp32); eager = the nn.Module")
+        "one GIL-free call per forward (same masks as eager in fp32); eager = the nn.Module; "
+        "onnxruntime = the network exported to ONNX at start-up and run by ONNX Runtime "
+        "(fp32 on cpu only; BACKEND auto means fp32 with it)")
     api_key: SecretStr | None = Field(None, description="if set, required on every API route")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS"
@@ -128,6 +130,15 @@ class Settings(BaseSettings):
                 f"DECONVSEG_TILE_OVERLAP={self.tile_overlap} must be smaller than "
                 f"DECONVSEG_TILE_SIZE={self.tile_size}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _onnxruntime_runs_fp32_on_cpu(self) -> Settings:
+        if self.engine == "onnxruntime" and (self.backend == "bf16" or self.device == "cuda"):
+            raise ValueError(
+                f"DECONVSEG_ENGINE=onnxruntime runs fp32 on cpu only, not "
+                f"DECONVSEG_BACKEND={self.backend} with DECONVSEG_DEVICE={self.device}: use "
+                f"BACKEND fp32 or auto, DEVICE cpu or auto")
         return self
 
     @property

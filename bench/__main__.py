@@ -61,7 +61,7 @@ def main() -> None:
     for r in result["inprocess"]:
         print(f"  {r}", flush=True)
 
-    print("2b. alternatives (not served)", flush=True)
+    print("2b. engines and alternatives", flush=True)
     result["alternatives"] = alternatives.run(args.checkpoint, 1.0 if quick else 3.0)
     for r in result["alternatives"]:
         print(f"  {r}", flush=True)

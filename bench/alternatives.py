@@ -1,120 +1,138 @@
-"""Backends measured but not served: `python -m bench.alternatives [CHECKPOINT]`.
+"""Engines against each other: `python -m bench.alternatives [CHECKPOINT]
+[--sizes 256x256 768x1024] [--seconds 3] [--rounds 3] [--threads N] [--candidates …]`.
 
-The service runs a frozen TorchScript graph (see `app.inference`). This times the other
-candidates the same way — 256² batch 1, all torch threads, median after warm-up — and checks
-each against eager fp32 on held-out scenes (the ≥ 99.9 % mask-agreement rule):
-- `torch.compile` (Inductor, bf16 weights): compile time is paid per new input shape, so a
-  service would have to bucket shapes;
-- ONNX Runtime (CPU execution provider, fp32): exported with a fixed 256² input, because
-  `ConvTranspose2d(output_size=…)` bakes each layer's output padding into the graph.
+Times the served engines as the service runs them (`Segmenter.forward`) — TorchScript bf16 and
+fp32, and ONNX Runtime fp32 (the dynamic-shape export of `model.export`, one session for every
+size) — and `torch.compile` (Inductor, bf16 weights; not served: compile time is paid per new
+input shape, so a service would have to bucket shapes). All the same way: batch 1, all torch
+threads (or `--threads`), candidates interleaved round by round so that a busy neighbour slows
+them alike, median and best per size (H×W); each is checked against eager fp32 on held-out 256²
+scenes (the ≥ 99.9 % mask-agreement rule).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import io
 import json
-import statistics
 import time
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from app.inference import InferenceOptions, Segmenter
 from bench.timing import timed
-from model.checkpoint import load_checkpoint
+from model.checkpoint import Checkpoint, load_checkpoint
 from model.data import SyntheticScenes
 from model.evaluate import HELD_OUT_SEED
 from model.transforms import preprocess
 
-SIZE = 256
+AGREEMENT_SIZE = 256
+SIZES = ((256, 256), (768, 1024))
 
 
-def _median_ms(fn: Callable[[], object], seconds: float) -> float:
-    return statistics.median(timed(fn, seconds)) * 1000
+@dataclass
+class Candidate:
+    backend: str
+    setup_s: float
+    logits: Callable[[torch.Tensor], np.ndarray]  # normalised (1, 3, h, w) → (1, K, h, w)
 
 
-def _agreement(reference: torch.nn.Module, candidate: Callable[[torch.Tensor], np.ndarray],
-               mean: list[float], std: list[float], scenes: int) -> float:
-    data = SyntheticScenes(scenes, size=SIZE, seed=HELD_OUT_SEED)
+def _agreement(ckpt: Checkpoint, candidate: Candidate, scenes: int) -> float:
+    data = SyntheticScenes(scenes, size=AGREEMENT_SIZE, seed=HELD_OUT_SEED)
     same = total = 0
     for i in range(scenes):
-        x = preprocess(data.render(i)[0], mean, std)[None]
+        x = preprocess(data.render(i)[0], ckpt.mean, ckpt.std)[None]
         with torch.inference_mode():
-            a = reference(x).argmax(1).numpy()
-        b = candidate(x)
+            a = ckpt.model(x).argmax(1).numpy()
+        b = candidate.logits(x).argmax(1)
         same += int(np.count_nonzero(a == b))
         total += a.size
     return same / total
 
 
-def compiled(model: torch.nn.Module, seconds: float, scenes: int, mean, std) -> dict:
-    net = copy.deepcopy(model).to(torch.bfloat16).to(memory_format=torch.channels_last)
+def served(ckpt: Checkpoint, backend: str, engine: str) -> Candidate:
+    t0 = time.perf_counter()
+    seg = Segmenter(ckpt, InferenceOptions(backend=backend, engine=engine), torch.device("cpu"))
+    return Candidate(f"{engine} ({backend})", time.perf_counter() - t0,
+                     lambda x: seg.forward(x).numpy())
+
+
+def compiled(ckpt: Checkpoint) -> Candidate:
+    net = copy.deepcopy(ckpt.model).to(torch.bfloat16).to(memory_format=torch.channels_last)
     fn = torch.compile(net)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def logits(x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return fn(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+            x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+            return fn(x).float().numpy()
 
-    x = torch.randn(1, 3, SIZE, SIZE)
     t0 = time.perf_counter()
-    run(x)
-    compile_s = time.perf_counter() - t0
-    ms = _median_ms(lambda: run(x), seconds)
-    agree = _agreement(model, lambda x: run(x).float().argmax(1).numpy(), mean, std, scenes)
-    return {"backend": "torch.compile (inductor, bf16)", "setup_s": round(compile_s, 1),
-            "latency_ms": round(ms, 2), "images_per_s": round(1000 / ms, 2),
-            "agreement": round(agree, 5)}
+    logits(torch.randn(1, 3, AGREEMENT_SIZE, AGREEMENT_SIZE))
+    return Candidate("torch.compile (inductor, bf16)", time.perf_counter() - t0, logits)
 
 
-def onnxruntime_fp32(model: torch.nn.Module, seconds: float, scenes: int, mean, std) -> dict:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return {"backend": "onnxruntime (fp32)", "error": "onnxruntime is not installed"}
-    x = torch.randn(1, 3, SIZE, SIZE)
-    t0 = time.perf_counter()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(copy.deepcopy(model), (x,), buffer, input_names=["x"],
-                          output_names=["logits"], opset_version=17, dynamo=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(buffer.getvalue(), options,
-                                   providers=["CPUExecutionProvider"])
-    setup = time.perf_counter() - t0
-
-    def run(x: torch.Tensor) -> np.ndarray:
-        return session.run(None, {"x": x.numpy()})[0]
-
-    ms = _median_ms(lambda: run(x), seconds)
-    agree = _agreement(model, lambda x: run(x).argmax(1), mean, std, scenes)
-    return {"backend": "onnxruntime (fp32)", "setup_s": round(setup, 1),
-            "latency_ms": round(ms, 2), "images_per_s": round(1000 / ms, 2),
-            "agreement": round(agree, 5)}
+BUILDERS: dict[str, Callable[[Checkpoint], Candidate]] = {
+    "torchscript-bf16": lambda ckpt: served(ckpt, "bf16", "torchscript"),
+    "torchscript-fp32": lambda ckpt: served(ckpt, "fp32", "torchscript"),
+    "onnxruntime": lambda ckpt: served(ckpt, "fp32", "onnxruntime"),
+    "compile": compiled,
+}
 
 
-def run(checkpoint: str, seconds: float = 3.0, scenes: int = 12) -> list[dict]:
+def run(checkpoint: str, seconds: float = 3.0, scenes: int = 12,
+        sizes: tuple[tuple[int, int], ...] = SIZES, rounds: int = 3,
+        names: tuple[str, ...] = tuple(BUILDERS)) -> list[dict]:
+    """One row per candidate and size: setup seconds, median and best latency, images/s (of
+    the median), agreement."""
     ckpt = load_checkpoint(checkpoint)
-    model = ckpt.model.eval()
-    rows = []
-    for measure in (onnxruntime_fp32, compiled):
+    rows: list[dict] = []
+    candidates: list[tuple[Candidate, float]] = []
+    for name in names:
         try:
-            rows.append(measure(model, seconds, scenes, ckpt.mean, ckpt.std))
+            candidate = BUILDERS[name](ckpt)
+            candidates.append((candidate, _agreement(ckpt, candidate, scenes)))
         except Exception as exc:  # report it: a failing alternative is a result too
-            rows.append({"backend": measure.__name__, "error": f"{type(exc).__name__}: {exc}"})
+            rows.append({"backend": name, "error": f"{type(exc).__name__}: {exc}"})
+    for height, width in sizes:
+        x = torch.randn(1, 3, height, width)
+        times: dict[str, list[float]] = {c.backend: [] for c, _ in candidates}
+        for round_ in range(rounds):
+            for c, _ in candidates:
+                times[c.backend] += timed(lambda c=c, x=x: c.logits(x), seconds / rounds,
+                                          runs=3, warm_up=3 if round_ == 0 else 1)
+        for c, agreement in candidates:
+            ms = float(np.median(times[c.backend])) * 1000
+            rows.append({"backend": c.backend, "size": f"{height}x{width}",
+                         "setup_s": round(c.setup_s, 1), "latency_ms": round(ms, 2),
+                         "best_ms": round(min(times[c.backend]) * 1000, 2),
+                         "images_per_s": round(1000 / ms, 2), "agreement": round(agreement, 5)})
     return rows
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, _, width = text.partition("x")
+    return int(height), int(width or height)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", default="weights/model.pt")
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per candidate, size")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per size")
+    parser.add_argument("--sizes", type=_size, nargs="+", default=list(SIZES),
+                        help="HxW (or one side for a square)")
+    parser.add_argument("--candidates", nargs="+", choices=list(BUILDERS),
+                        default=list(BUILDERS))
+    parser.add_argument("--threads", type=int, help="torch (and ONNX Runtime) threads; "
+                        "1 = a busy worker's share on 2 cores; default: all cores")
     args = parser.parse_args()
-    rows = run(args.checkpoint, args.seconds)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run(args.checkpoint, args.seconds, sizes=tuple(args.sizes), rounds=args.rounds,
+               names=tuple(args.candidates))
     for row in rows:
         print(row)
     print(json.dumps(rows))

@@ -126,9 +126,11 @@ def write_report(result: dict, out: Path) -> None:
                     [[r["backend"], r.get("engine", "eager"), f"{r['size']}²", r["batch"],
                       r.get("workers", 1), r["images_per_s"], r["latency_ms"]]
                      for r in result["inprocess"]]),
-             "", "## 2b. Alternatives measured, not served (256², batch 1)", "",
-             _table(["backend", "setup s", "ms", "img/s", "mask agreement with fp32"],
-                    [[r["backend"], r.get("setup_s", ""), r.get("latency_ms", ""),
+             "", "## 2b. Engines and alternatives (batch 1, interleaved)", "",
+             _table(["backend", "size", "setup s", "median ms", "best ms", "img/s",
+                     "mask agreement with fp32"],
+                    [[r["backend"], r.get("size", "256x256"), r.get("setup_s", ""),
+                      r.get("latency_ms", ""), r.get("best_ms", ""),
                       r.get("images_per_s", r.get("error", "")), r.get("agreement", "")]
                      for r in result.get("alternatives", [])]),
              "", "## 2c. Stage costs of one 256² request (the service's own functions)", "",

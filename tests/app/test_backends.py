@@ -16,7 +16,8 @@ SHIPPED = Path(__file__).resolve().parents[2] / "weights" / "model.pt"
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("backend", "engine"), [("bf16", "eager"), ("fp32", "torchscript"),
-                                                 ("bf16", "torchscript")])
+                                                 ("bf16", "torchscript"),
+                                                 ("fp32", "onnxruntime")])
 def test_backend_masks_agree_with_fp32_on_held_out_scenes(backend, engine):
     ckpt = load_checkpoint(SHIPPED)
     reference = Segmenter(ckpt, InferenceOptions(backend="fp32"), torch.device("cpu"))
@@ -65,3 +66,59 @@ def test_masks_do_not_depend_on_the_worker_thread_count():
         worker.start()
         worker.join()
     assert all(np.array_equal(a, b) for a, b in zip(masks[1], masks[2], strict=True))
+
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def onnxruntime_segmenter(tiny):
+    return Segmenter(tiny, InferenceOptions(backend="fp32", engine="onnxruntime"), CPU)
+
+
+def random_image(height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(height * width).integers(0, 256, (height, width, 3),
+                                                          dtype=np.uint8)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 600), (257, 255), (640, 480)])  # > 512: tiled
+def test_onnxruntime_masks_equal_eager_fp32_masks_at_any_size(tiny, onnxruntime_segmenter, size):
+    eager = Segmenter(tiny, InferenceOptions(backend="fp32"), CPU)
+    item = eager.prepare(random_image(*size))
+    assert np.array_equal(eager.predict([item])[0], onnxruntime_segmenter.predict([item])[0])
+
+
+def test_onnxruntime_masks_do_not_depend_on_the_worker_thread_count(onnxruntime_segmenter):
+    from app.workers import in_own_thread
+
+    item = onnxruntime_segmenter.prepare(random_image(64, 48))
+    one, two = (in_own_thread(lambda: onnxruntime_segmenter.predict([item])[0], threads, "t")
+                for threads in (1, 2))
+    assert np.array_equal(one, two)
+
+
+def test_onnxruntime_runs_fp32_on_cpu_only_and_auto_picks_fp32_for_it(tiny):
+    from app.inference import resolve_backend
+
+    assert resolve_backend("auto", CPU, "onnxruntime") == "fp32"
+    with pytest.raises(ValueError, match="DECONVSEG_BACKEND=fp32"):
+        Segmenter(tiny, InferenceOptions(backend="bf16", engine="onnxruntime"), CPU)
+
+
+@pytest.mark.parametrize("variable", [("BACKEND", "bf16"), ("DEVICE", "cuda")])
+def test_settings_refuse_onnxruntime_with_bf16_or_cuda_naming_both(monkeypatch, variable):
+    from pydantic import ValidationError
+
+    from app.settings import Settings, describe_validation_error
+
+    monkeypatch.setenv("DECONVSEG_ENGINE", "onnxruntime")
+    monkeypatch.setenv(f"DECONVSEG_{variable[0]}", variable[1])
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_validation_error(caught.value)
+    assert "DECONVSEG_ENGINE=onnxruntime" in message and "=".join(variable) in message
