@@ -3,9 +3,11 @@
 or in its own header (`X-API-Key`, `X-Admin-Key`) and compared in constant time.
 
 A route asks for a key by declaring its dependency (`APIKey`, `AdminKey`), which puts a security
-requirement on it in the OpenAPI schema. `KeyMiddleware` enforces the key on exactly those paths
-before the app runs, so an unauthenticated upload is refused with 401 without reading its body
-(the dependency alone would run only after FastAPI has parsed the multipart body).
+requirement on it in the OpenAPI schema; `keys_as_configured` keeps that requirement only while
+the key is set, so the schema describes the server as it runs. `KeyMiddleware` enforces the key
+on exactly the paths the schema marks, before the app runs, so an unauthenticated upload is
+refused with 401 without reading its body (the dependency alone would run only after FastAPI has
+parsed the multipart body).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.errors import Unauthorized
 from app.middleware import RouteLabel
 from app.responses import send_error
+from app.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,27 @@ def require_admin_key(request: Request,
 
 APIKey = Depends(require_api_key)
 AdminKey = Depends(require_admin_key)
+
+
+def keys_as_configured(openapi: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The schema without the keys `settings` leave unset: their security requirements, their
+    schemes, and the 401 of each operation left with no requirement (none can happen there)."""
+    unset = {scheme for kind in (API, ADMIN) if getattr(settings, kind.setting) is None
+             for scheme in kind.schemes}
+    for item in openapi["paths"].values():
+        for op in item.values():
+            if not isinstance(op, dict) or not op.get("security"):
+                continue
+            op["security"] = [req for req in op["security"] if not unset & req.keys()]
+            if not op["security"]:
+                del op["security"]
+                op.get("responses", {}).pop("401", None)
+    schemes = openapi.get("components", {}).get("securitySchemes", {})
+    for scheme in unset & schemes.keys():
+        del schemes[scheme]
+    if not schemes:
+        openapi.get("components", {}).pop("securitySchemes", None)
+    return openapi
 
 
 def protected_paths(openapi: dict[str, Any], kind: KeyKind = API) -> dict[str, re.Pattern]:

@@ -9,11 +9,12 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.auth import ADMIN, API, KeyMiddleware
+from app.auth import ADMIN, API, KeyMiddleware, keys_as_configured
 from app.decode import configure_pillow
 from app.formats import ALLOWED_TEXT
 from app.inference import resolve_device
@@ -40,6 +41,20 @@ Every response names the model and version that computed it (`X-Model-Name`,
 
 A browser demo page that uses this API is served at [`/`](/).
 """
+
+
+class SegmentationAPI(FastAPI):
+    """FastAPI whose schema describes the server as configured: a key only where it is set
+    (`keys_as_configured`; the key middleware reads the protected paths from this same schema)
+    and the batch limit."""
+
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            settings: Settings = self.state.settings
+            schema = keys_as_configured(super().openapi(), settings)
+            self.openapi_schema = segment.batch_limit_as_configured(schema,
+                                                                    settings.max_batch_files)
+        return self.openapi_schema
 
 
 def write_drain_report(path: Path, metrics: Metrics) -> None:
@@ -97,7 +112,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             if settings.drain_report is not None:
                 write_drain_report(settings.drain_report, registry.metrics)
 
-    app = FastAPI(title="deconvseg", version="0.2.0", description=DESCRIPTION, lifespan=lifespan)
+    app = SegmentationAPI(title="deconvseg", version="0.2.0", description=DESCRIPTION,
+                          lifespan=lifespan)
     app.state.settings = settings
     app.state.metrics = registry.metrics
     app.state.registry = registry

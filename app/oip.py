@@ -65,6 +65,16 @@ def _bad(message: str) -> InvalidInput:
     return InvalidInput("invalid_tensor", message)
 
 
+def _parameters(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """`raw`'s "parameters" object ({} when absent or null)."""
+    params = raw.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise _bad(f"{where}: 'parameters' must be an object")
+    return params
+
+
 def _header(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
     if header_length is None:
         json_part, rest = body, memoryview(b"")
@@ -148,7 +158,7 @@ def parse_request(body: bytes, header_length: str | None,
             raise TooLarge("tensor_too_large", f"input '{name}' has shape {shape} = {count:,} "
                            f"elements; the limit is {spec.max_elements:,}")
         spec.check_shape(shape)
-        size = (raw.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(raw, f"input '{name}'").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(rest):
                 raise _bad(f"input '{name}': binary_data_size {size!r} does not fit the "
@@ -174,7 +184,7 @@ def parse_request(body: bytes, header_length: str | None,
 
 
 def _outputs(doc: dict[str, Any], inputs: dict[str, Tensor]) -> InferRequest:
-    params = doc.get("parameters") or {}
+    params = _parameters(doc, "the inference request")
     request = InferRequest(str(doc["id"]) if "id" in doc else None, inputs, None,
                            binary_default=bool(params.get("binary_data_output", False)))
     if doc.get("outputs") is not None:
@@ -185,7 +195,7 @@ def _outputs(doc: dict[str, Any], inputs: dict[str, Tensor]) -> InferRequest:
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise _bad("every requested output needs a 'name'")
             request.outputs.append(raw["name"])
-            if (raw.get("parameters") or {}).get("binary_data"):
+            if _parameters(raw, f"output '{raw['name']}'").get("binary_data"):
                 request.binary_outputs.add(raw["name"])
     return request
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -232,7 +232,7 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 class V2Tensor(BaseModel):
     name: str = Field(examples=["image"], description="image (UINT8) or image_bytes (BYTES)")
     datatype: str = Field(examples=["UINT8"])
-    shape: list[int] = Field(examples=[[1, 2, 2, 3]])
+    shape: list[Annotated[int, Field(ge=0)]] = Field(examples=[[1, 2, 2, 3]])
     data: list[Any] | None = Field(None, description="row-major elements (BYTES: base64); "
                                    "absent when parameters.binary_data_size is set",
                                    examples=[[0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]])
@@ -249,6 +249,7 @@ class V2InferRequest(BaseModel):
     in the Inference-Header-Content-Length header."""
 
     id: str | None = None
-    inputs: list[V2Tensor]
+    inputs: list[V2Tensor] = Field(min_length=1, max_length=1,
+                                   description="one input: image or image_bytes")
     outputs: list[V2Output] | None = None
     parameters: dict[str, Any] | None = None

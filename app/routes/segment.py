@@ -44,13 +44,32 @@ def upload_route(path: str) -> str:
 
 ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 PNG_BODY = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
-FileField = Annotated[UploadFile, File(description=f"the image: {ALLOWED_TEXT}")]
+# `format: binary` beside FastAPI's OpenAPI 3.1 `contentMediaType`: 3.0-era tools (and
+# Schemathesis, which then sends real image files among its samples) read it as a file.
+# One upload must hold a byte (an empty one is 400 empty_file). A batch answers each part in its
+# own item, an empty one too, so it takes any parts: up to DECONVSEG_MAX_BATCH_FILES, which
+# `batch_limit_as_configured` writes into the schema.
+FILE_PART = {"type": "string", "contentMediaType": "application/octet-stream", "format": "binary"}
+FileField = Annotated[UploadFile, File(description=f"the image: {ALLOWED_TEXT}",
+                                       json_schema_extra={**FILE_PART, "minLength": 1})]
 FilesField = Annotated[list[UploadFile], File(description="images as repeated 'file' parts",
-                                              min_length=1)]
+                                              min_length=1,
+                                              json_schema_extra={"items": FILE_PART})]
 FormatQuery = Annotated[Format, Query(alias="format",
                                       description="body: json, png, rle or overlay")]
 BatchFormat = Annotated[Literal["json", "rle"],
                         Query(alias="format", description="json or rle per item")]
+
+
+def batch_limit_as_configured(openapi: dict[str, Any], max_files: int) -> dict[str, Any]:
+    """The schema with each batch route's `file` array capped at `max_files` (more is 413
+    too_many_files)."""
+    bodies = openapi["components"]["schemas"]
+    for path, item in openapi["paths"].items():
+        if path.endswith("/segment/batch"):
+            ref = item["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+            bodies[ref.rsplit("/", 1)[-1]]["properties"]["file"]["maxItems"] = max_files
+    return openapi
 
 
 async def _until_disconnect(request: Request) -> None:

@@ -86,7 +86,8 @@ def _ready_versions(registry: Registry, name: str) -> list[str]:
 
 READ_ERRORS = error_responses(401, 404, 422, 503, protocol=True)
 INFER: dict[str, Any] = {"dependencies": [APIKey], "response_class": JSONResponse,
-         "responses": error_responses(400, 401, 404, 413, 422, 500, 503, 504, protocol=True),
+         "responses": error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504,
+                                      protocol=True),
          "openapi_extra": {"requestBody": {"required": True, "content": {
              "application/json": {"schema": inline_schema(V2InferRequest)}}}}}
 

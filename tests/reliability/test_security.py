@@ -86,7 +86,7 @@ async def test_cors_allows_only_the_configured_origins(tiny_checkpoint):
 
 
 def test_the_key_guards_exactly_the_api_routes(tiny_checkpoint):
-    app = create_app(make_settings(tiny_checkpoint))
+    app = create_app(make_settings(tiny_checkpoint, api_key="s3cret"))
     assert set(protected_paths(app.openapi())) == {
         "/segment", "/segment/batch", "/model", "/metrics", "/models", "/models/{name}",
         "/models/{name}/segment", "/models/{name}/segment/batch",
@@ -95,3 +95,17 @@ def test_the_key_guards_exactly_the_api_routes(tiny_checkpoint):
         "/v2/models/{name}", "/v2/models/{name}/versions/{version}", "/v2/models/{name}/ready",
         "/v2/models/{name}/versions/{version}/ready", "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer"}
+
+
+@pytest.mark.parametrize(("keys", "schemes"), [
+    ({}, set()),
+    ({"api_key": "s3cret"}, {"APIKeyBearer", "APIKeyHeader"}),
+    ({"admin_key": "adm1n"}, {"AdminKeyBearer", "AdminKeyHeader"}),
+])
+def test_the_schema_asks_only_for_the_keys_that_are_set(tiny_checkpoint, keys, schemes):
+    spec = create_app(make_settings(tiny_checkpoint, **keys)).openapi()
+    operations = [op for item in spec["paths"].values() for op in item.values()]
+    required = {scheme for op in operations for req in op.get("security", []) for scheme in req}
+    assert set(spec["components"].get("securitySchemes", {})) == required == schemes
+    assert all("401" not in op["responses"] for op in operations if "security" not in op)
+    assert ("401" in spec["paths"]["/segment"]["post"]["responses"]) == ("api_key" in keys)

@@ -54,6 +54,12 @@ async def post_image(client: httpx.AsyncClient, data: bytes, fmt: str | None = N
                              **kwargs)
 
 
+def upload_field(spec: dict, path: str) -> dict:
+    """The JSON schema of the route's multipart `file` field."""
+    ref = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    return spec["components"]["schemas"][ref["$ref"].rsplit("/", 1)[-1]]["properties"]["file"]
+
+
 def coco_decode(counts: list[int], height: int, width: int) -> np.ndarray:
     """Reference decoder written from the COCO spec: alternate 0/1 runs, column-major."""
     flat = np.concatenate([np.full(n, i % 2, np.uint8) for i, n in enumerate(counts)])

@@ -6,7 +6,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.schemas import BatchItem
-from tests.support.service import image_bytes, make_settings, running_client
+from tests.support.service import image_bytes, make_settings, running_client, upload_field
 
 
 def part(name: str, data: bytes):
@@ -45,10 +45,23 @@ async def test_png_format_is_refused_for_batches(client):
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 
-async def test_too_many_files_is_413(tiny_checkpoint):
+async def test_more_files_than_the_schema_states_is_413(tiny_checkpoint):
     app = create_app(make_settings(tiny_checkpoint, max_batch_files=2))
     async with running_client(app) as client:
         r = await client.post("/segment/batch",
                               files=[part(f"{i}.png", image_bytes(4, 4)) for i in range(3)])
+        spec = (await client.get("/openapi.json")).json()
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_files"
     assert "DECONVSEG_MAX_BATCH_FILES" in r.json()["error"]["message"]
+    for path in ("/segment/batch", "/models/{name}/segment/batch",
+                 "/models/{name}/versions/{version}/segment/batch"):
+        field = upload_field(spec, path)
+        assert (field["minItems"], field["maxItems"]) == (1, 2)
+
+
+async def test_an_empty_part_is_answered_in_its_own_item_so_the_schema_allows_it(client):
+    r = await client.post("/segment/batch",
+                          files=[part("a.png", b""), part("b.png", image_bytes())])
+    items = upload_field((await client.get("/openapi.json")).json(), "/segment/batch")["items"]
+    assert r.status_code == 200 and [item["status"] for item in r.json()] == [400, 200]
+    assert r.json()[0]["error"]["code"] == "empty_file" and "minLength" not in items

@@ -18,11 +18,21 @@ from tests.support.service import (
     make_settings,
     post_image,
     running_client,
+    upload_field,
 )
 
 
 def mask_of(body: dict) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"]["data"]))))
+
+
+async def test_an_empty_upload_is_400_and_outside_the_schema(client):
+    r = await post_image(client, b"")
+    spec = (await client.get("/openapi.json")).json()
+    assert r.status_code == 400 and r.json()["error"]["code"] == "empty_file"
+    for path in ("/segment", "/models/{name}/segment", "/models/{name}/versions/{version}/segment"):
+        field = upload_field(spec, path)
+        assert (field["minLength"], field["format"]) == (1, "binary")
 
 
 async def test_json_has_size_classes_mask_areas_model_and_timings(client):

@@ -108,11 +108,16 @@ async def test_health_and_readiness_answer_with_their_bodies(client):
      "unknown output 'logits'"),
     ({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1],
                   "data": ["bm90IGFuIGltYWdl"]}]}, 400, "invalid_image"),
+    ({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1],
+                  "data": [base64.b64encode(image_bytes(fmt="TIFF")).decode()]}]}, 415,
+     "unsupported_format"),
 ])
 async def test_bad_requests_get_the_protocol_error_shape(client, doc, status, message):
     r = await client.post("/v2/models/tiny/infer", json=doc)
+    documented = (await client.get("/openapi.json")).json()["paths"]["/v2/models/{name}/infer"]
     assert r.status_code == status and set(r.json()) == {"error"}
     assert message in r.json()["error"]
+    assert str(status) in documented["post"]["responses"]
 
 
 async def test_unknown_model_is_404_in_the_protocol_shape(client):
