@@ -152,14 +152,14 @@ class Segmenter:
                                                                      item.probabilities)
 
     def padding_ratio(self, items: Sequence[Prepared]) -> float:
-        """Fraction of the pixels the model computes that are padding (tiling only)."""
+        """Fraction of the pixels the model computes beyond the image's own (tile overlaps)."""
         if not self.needs_tiling(items[0]):
             return 0.0
         h, w = items[0].shape
         o = self.options
-        padded = (Axis.plan(h, o.tile_size, o.tile_overlap).padded
-                  * Axis.plan(w, o.tile_size, o.tile_overlap).padded)
-        return 1.0 - h * w / padded
+        computed = (Axis.plan(h, o.tile_size, o.tile_overlap).computed
+                    * Axis.plan(w, o.tile_size, o.tile_overlap).computed)
+        return 1.0 - h * w / computed
 
     def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         """Same-shape items → uint8 masks (height, width), each at its upload's size."""
@@ -208,9 +208,8 @@ class Segmenter:
             o = self.options
             image = item.tensor[None].to(self.device)
             normalize = self._normalize_band if image.dtype == torch.uint8 else None
-            return sliding_window_mask(self._forward, image, self.num_classes, o.tile_size,
-                                       o.tile_overlap, o.tile_batch_size,
-                                       normalize=normalize).numpy()
+            return sliding_window_mask(self._forward, image, o.tile_size, o.tile_overlap,
+                                       o.tile_batch_size, normalize=normalize).numpy()
         return self._mask(self._tiled_logits(item), item)
 
     def _tiled_logits(self, item: Prepared) -> torch.Tensor:

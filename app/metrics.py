@@ -30,8 +30,8 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("deconvseg_queue_depth", "images waiting for the model",
                                  registry=r)
-        self.padding_ratio = Histogram("deconvseg_padding_ratio",
-                                       "fraction of computed pixels that are padding", MODEL,
+        self.padding_ratio = Histogram("deconvseg_padding_ratio", "fraction of computed pixels "
+                                       "beyond the image's own (tile overlaps)", MODEL,
                                        buckets=(0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
                                        registry=r)
         self.dropped = Counter("deconvseg_dropped", "requests dropped before compute, by reason",

@@ -1,13 +1,17 @@
-"""Sliding-window inference for images larger than a tile, built on `F.unfold` / `F.fold`.
+"""Tiled inference for images too large to run whole, with every pixel decided by one tile.
 
-`F.unfold` cuts a padded band of the image into overlapping tiles (columns), the network runs on
-at most `batch_size` tiles at a time, and `F.fold` sums the tiles' logits back into place. Fold
-adds overlapping contributions, so `fold(unfold(x)) == divisor · x` where the divisor is
-`fold(unfold(ones))`, the number of tiles covering each pixel; dividing by it (or by the folded
-window weights) averages the overlaps.
+Along each axis the image is cut into the fewest tiles of at most `tile` pixels that overlap by
+at least `overlap`, spread evenly (all the same length, the last ending at the border, so nothing
+is padded and the work is `count × tile` per axis, a few percent over the image). Each tile
+*owns* the part of it nearest its centre: neighbouring tiles split their overlap down the middle,
+so a kept pixel always has at least `overlap // 2` pixels of real context on each side, and the
+outputs are stitched without summing or averaging anything. Tiles are views of the image (no
+copy); a raw (e.g. uint8) image is normalised one band of tile rows at a time, so no float copy
+of the whole image ever exists.
 
-The image is processed one band of tile rows at a time, and the rows that no later band touches
-are finalised, so memory is bounded by one band (tile height × image width), not by the image.
+An earlier version averaged overlapping tiles with `F.fold` over float logits; for a 640×480
+image that bookkeeping alone cost twice the forward pass. `fold(unfold(x)) == divisor · x` is
+still held as a premise in tests/model/test_conv_shapes.py.
 """
 
 from __future__ import annotations
@@ -17,134 +21,90 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+Normalize = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Axis:
-    """Tiling along one axis: tile length, stride, count, and padded length."""
+    """Tiling along one axis: tiles of length `tile` starting at `starts`."""
 
+    size: int
     tile: int
-    stride: int
-    count: int
-
-    @property
-    def padded(self) -> int:
-        return (self.count - 1) * self.stride + self.tile
+    starts: tuple[int, ...]
 
     @classmethod
     def plan(cls, size: int, tile: int, overlap: int) -> Axis:
+        """The fewest tiles of at most `tile` pixels overlapping by at least `overlap`."""
         if tile < 1 or not 0 <= overlap < tile:
             raise ValueError(f"need tile ≥ 1 and 0 ≤ overlap < tile, got {tile=} {overlap=}")
         if size <= tile:
-            return cls(size, size, 1)
-        stride = tile - overlap
-        return cls(tile, stride, math.ceil((size - tile) / stride) + 1)
+            return cls(size, size, (0,))
+        count = math.ceil((size - overlap) / (tile - overlap))
+        length = math.ceil((size + (count - 1) * overlap) / count)  # ≤ tile, even spread
+        stride = (size - length) / (count - 1)
+        return cls(size, length, tuple(round(i * stride) for i in range(count)))
 
+    @property
+    def computed(self) -> int:
+        """Pixels the model computes along this axis (overlaps counted each time)."""
+        return len(self.starts) * self.tile
 
-def window_weights(height: int, width: int, kind: str) -> torch.Tensor:
-    """(height, width) blending weights: 'uniform' ones, or a 'hann'-like taper that stays > 0."""
-    if kind == "uniform":
-        return torch.ones(height, width)
-    if kind == "hann":
-        def ramp(n: int) -> torch.Tensor:
-            return 0.1 + 0.9 * torch.hann_window(n + 2, periodic=False)[1:-1] if n > 2 else \
-                torch.ones(n)
-        return torch.outer(ramp(height), ramp(width))
-    raise ValueError(f"unknown window {kind!r}; use 'uniform' or 'hann'")
+    def owned(self) -> list[tuple[int, int]]:
+        """Each tile's output range: overlaps are split down the middle."""
+        middles = ((a + self.tile + b) // 2
+                   for a, b in zip(self.starts, self.starts[1:], strict=False))
+        cuts = [0, *middles, self.size]
+        return list(zip(cuts, cuts[1:], strict=False))
 
 
 @torch.inference_mode()
-def _bands(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
-    num_classes: int,
-    tile: int,
-    overlap: int,
-    batch_size: int,
-    window: str,
-    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> Iterator[torch.Tensor]:
-    """Yield averaged logits (1, K, rows, W) for consecutive finished row blocks of the image."""
+def _owned_logits(model: Model, image: torch.Tensor, tile: int, overlap: int, batch_size: int,
+                  normalize: Normalize | None,
+                  ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+    """(rows, cols, logits (K, h, w)) for each tile's owned part of the image."""
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image shaped (1, C, H, W), got {tuple(image.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-    _, channels, height, width = image.shape
+    height, width = image.shape[-2:]
     rows, cols = Axis.plan(height, tile, overlap), Axis.plan(width, tile, overlap)
-    th, tw = rows.tile, cols.tile
-    weight = window_weights(th, tw, window).to(image.device)  # float32, whatever the input
-    # Per-tile weights as fold columns: (1, th*tw, n_cols) → summed in place by fold.
-    weight_cols = weight.reshape(1, th * tw, 1).expand(1, th * tw, cols.count)
-    band_weight = F.fold(weight_cols, (th, cols.padded), (th, tw), stride=(1, cols.stride))
-
-    # Rolling buffers over the current band's rows only: (1, K, th, W_padded).
-    acc = torch.zeros(1, num_classes, th, cols.padded, device=image.device)
-    norm = torch.zeros(1, 1, th, cols.padded, device=image.device)
-    for r in range(rows.count):
-        top = r * rows.stride
-        band = image[:, :, top : min(top + th, height), :]
+    col_parts = list(zip(cols.starts, cols.owned(), strict=True))
+    for top, (y0, y1) in zip(rows.starts, rows.owned(), strict=True):
+        band = image[:, :, top:top + rows.tile]
         if normalize is not None:  # raw (e.g. uint8) image: normalise one band at a time
             band = normalize(band)
-        band = F.pad(band, (0, cols.padded - width, 0, th - band.shape[2]), mode="replicate")
-        # Unfold, run and fold `batch_size` tiles at a time into their span of the band, so
-        # transient memory is one tile batch, not a band's worth of tiles and logits.
-        for first in range(0, cols.count, batch_size):
-            n = min(batch_size, cols.count - first)
-            x0, span = first * cols.stride, (n - 1) * cols.stride + tw
-            tiles = F.unfold(band[..., x0 : x0 + span], (th, tw), stride=(1, cols.stride))
-            tiles = tiles[0].T.reshape(n, channels, th, tw)  # (n, C, th, tw)
-            logits = model(tiles).float() * weight  # (n, K, th, tw)
-            logit_cols = logits.reshape(n, num_classes * th * tw).T.unsqueeze(0)
-            acc[..., x0 : x0 + span] += F.fold(logit_cols, (th, span), (th, tw),
-                                               stride=(1, cols.stride))
-        norm += band_weight
-        # Rows above the next band's top are final; the rest carry over into the next band.
-        final = rows.stride if r < rows.count - 1 else th
-        final = min(final, height - top)
-        yield acc[:, :, :final, :width] / norm[:, :, :final, :width]
-        if r < rows.count - 1:
-            acc = torch.cat([acc[:, :, rows.stride :],
-                             acc.new_zeros(1, num_classes, rows.stride, cols.padded)], dim=2)
-            norm = torch.cat([norm[:, :, rows.stride :],
-                              norm.new_zeros(1, 1, rows.stride, cols.padded)], dim=2)
+        for first in range(0, len(col_parts), batch_size):
+            group = col_parts[first:first + batch_size]
+            tiles = [band[..., left:left + cols.tile] for left, _ in group]
+            logits = model(tiles[0] if len(tiles) == 1 else torch.cat(tiles))  # (n, K, th, tw)
+            for out, (left, (x0, x1)) in zip(logits, group, strict=True):
+                yield (slice(y0, y1), slice(x0, x1),
+                       out[:, y0 - top:y1 - top, x0 - left:x1 - left])
 
 
-def sliding_window_logits(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
-    num_classes: int,
-    tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
-    window: str = "uniform",
-    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Logits (1, K, H, W) for an image (1, C, H, W), tile by tile.
+def sliding_window_logits(model: Model, image: torch.Tensor, num_classes: int, tile: int = 512,
+                          overlap: int = 64, batch_size: int = 1,
+                          normalize: Normalize | None = None) -> torch.Tensor:
+    """Float logits (1, K, H, W) for an image (1, C, H, W), tile by tile.
 
     The image is either normalised already, or raw with `normalize` mapping a (1, C, h, W) band
-    to its normalised float version (then no float copy of the whole image ever exists).
+    to its normalised float version.
     """
-    return torch.cat(list(_bands(model, image, num_classes, tile, overlap, batch_size, window,
-                                 normalize)), dim=2)
+    height, width = image.shape[-2:]
+    logits = torch.empty(1, num_classes, height, width)
+    for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size, normalize):
+        logits[0, :, rows, cols] = part.float()
+    return logits
 
 
-def sliding_window_mask(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
-    num_classes: int,
-    tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
-    window: str = "uniform",
-    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Class indices (H, W) as uint8 for an image (1, C, H, W), tile by tile (see above)."""
+def sliding_window_mask(model: Model, image: torch.Tensor, tile: int = 512, overlap: int = 64,
+                        batch_size: int = 1, normalize: Normalize | None = None) -> torch.Tensor:
+    """Class indices (H, W) as uint8 for an image (1, C, H, W), tile by tile: the argmax of
+    `sliding_window_logits`, without ever holding more than one tile's logits."""
     height, width = image.shape[-2:]
     mask = torch.empty(height, width, dtype=torch.uint8)
-    row = 0
-    for block in _bands(model, image, num_classes, tile, overlap, batch_size, window, normalize):
-        n = block.shape[2]
-        mask[row : row + n] = block[0].argmax(0).to(torch.uint8).cpu()
-        row += n
+    for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size, normalize):
+        mask[rows, cols] = part.argmax(0).to(torch.uint8)
     return mask
