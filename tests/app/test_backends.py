@@ -122,3 +122,21 @@ def test_settings_refuse_onnxruntime_with_bf16_or_cuda_naming_both(monkeypatch, 
         Settings()
     message = describe_validation_error(caught.value)
     assert "DECONVSEG_ENGINE=onnxruntime" in message and "=".join(variable) in message
+
+
+@pytest.mark.slow
+def test_tiled_masks_agree_with_whole_image_masks_on_held_out_photos():
+    """The shipped model at a photo size, tiled at the default tile size vs run whole."""
+    ckpt = load_checkpoint(SHIPPED)
+    whole = Segmenter(ckpt, InferenceOptions(backend="fp32", tile_size=4096),
+                      torch.device("cpu"))
+    tiled = Segmenter(ckpt, InferenceOptions(backend="fp32"), torch.device("cpu"))
+    scenes = SyntheticScenes(2, size=(600, 800), seed=HELD_OUT_SEED)
+    same = total = 0
+    for i in range(len(scenes)):
+        image, _ = scenes.render(i)
+        item = tiled.prepare(image)
+        assert tiled.needs_tiling(item) and not whole.needs_tiling(whole.prepare(image))
+        a, b = whole.predict([whole.prepare(image)])[0], tiled.predict([item])[0]
+        same, total = same + int((a == b).sum()), total + a.size
+    assert same / total >= 0.999
