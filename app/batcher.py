@@ -94,9 +94,15 @@ class Batcher:
     """`await submit(lane, x, timeout)` → `Result`; lanes share one queue and one worker pool."""
 
     def __init__(self, policy: ThreadPolicy, max_queue: int = 64,
-                 on_drop: Callable[[str], None] | None = None) -> None:
+                 on_drop: Callable[[str], None] | None = None,
+                 on_idle: Callable[[], None] | None = None, idle_s: float = 1.0) -> None:
+        """`on_idle` runs once in worker 0 after `idle_s` seconds without work (e.g. handing
+        freed memory back after a burst), and again only after more work."""
         if max_queue < 1:
             raise ValueError(f"max_queue must be ≥ 1, got {max_queue}")
+        self.on_idle = on_idle
+        self.idle_s = idle_s
+        self._worked = False  # worker 0 took work since on_idle last ran (under _cond)
         self.policy = policy
         self.max_queue = max_queue
         self.on_drop = on_drop or (lambda _: None)
@@ -195,7 +201,18 @@ class Batcher:
                                             and not self._stopping):
                     if self._stopping and not self._pending:
                         return None
+                    if index == 0 and self._worked and self.on_idle is not None:
+                        if not self._cond.wait(self.idle_s) and not self._pending:
+                            self._worked = False
+                            self._cond.release()  # run it without holding the queue
+                            try:
+                                self.on_idle()
+                            finally:
+                                self._cond.acquire()
+                        continue
                     self._cond.wait()
+                if index == 0:
+                    self._worked = True
                 batch = self._gather(self._pending.popleft())
                 live = self._live(batch)
                 if live:

@@ -39,6 +39,8 @@ class Metrics:
         self.ready = Gauge("deconvseg_ready", "1 when the server is loaded and warm", registry=r)
         self.model_ready = Gauge("deconvseg_model_ready",
                                  "1 for each model version that is serving", MODEL, registry=r)
+        self.memory_trims = Counter("deconvseg_memory_trims", "freed memory handed back to the "
+                                    "OS after a second without work", registry=r)
         self.loads = Counter("deconvseg_model_loads", "model version loads by outcome",
                              ["model", "outcome"], registry=r)
 

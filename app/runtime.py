@@ -15,6 +15,7 @@ import torch
 
 from app import errors
 from app.admission import Admission
+from app.allocator import trim
 from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
 from app.metrics import Metrics
 from app.pipeline import Format, ModelVersion, Segmented
@@ -32,7 +33,8 @@ class Runtime:
         self.policy = ThreadPolicy(settings.resolved_threads,
                                    settings.resolved_workers(device.type))
         self.batcher = Batcher(self.policy, settings.max_queue,
-                               on_drop=lambda reason: metrics.dropped.labels(reason).inc())
+                               on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
+                               on_idle=self._hand_back_memory)
         # Preprocessing is torch (torchvision); in I/O threads it computes single-threaded, so
         # only the inference workers run OpenMP teams (app/workers.py).
         self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io",
@@ -47,6 +49,12 @@ class Runtime:
 
     def start(self) -> None:
         self.batcher.start()
+
+    def _hand_back_memory(self) -> None:
+        """After a second without work: the allocator keeps freed activations for the next
+        forward (app/allocator.py); once idle, what a burst left behind goes back to the OS."""
+        if trim():
+            self.metrics.memory_trims.inc()
 
     async def stop(self) -> None:
         """Refuse new work, compute what is queued, let responses in flight finish encoding,

@@ -305,3 +305,26 @@ async def test_an_item_cancelled_while_computing_is_answered_to_nobody_and_not_d
         gate.open.set()
         assert (await batcher.submit(1, 30)).value == 10
     assert drops == [] and gate.calls == [[0], [1]]
+
+
+async def test_worker_zero_runs_on_idle_once_after_work_goes_quiet():
+    idled = threading.Event()
+    calls: list[int] = []
+
+    def on_idle():
+        calls.append(1)
+        idled.set()
+
+    batcher = Batcher(ThreadPolicy(threads=1, workers=1), on_idle=on_idle, idle_s=0.05)
+    lane = Lane(lambda items, _context: list(items))
+    batcher.start()
+    try:
+        assert (await batcher.submit(lane, 1, 30)).value == 1
+        await wait_for_thread(idled)
+        idled.clear()
+        first = len(calls)
+        assert (await batcher.submit(lane, 2, 30)).value == 2
+        await wait_for_thread(idled)
+    finally:
+        batcher.stop()
+    assert first == 1 and len(calls) == 2  # once per quiet spell, never without work between

@@ -1,7 +1,9 @@
 """Overload: refusals before decoding, and a real burst answered only with 200 or 503."""
 
 import asyncio
+import time
 
+import httpx
 import pytest
 
 from app.main import create_app
@@ -55,6 +57,20 @@ async def test_upload_at_capacity_is_refused_before_its_body_is_parsed(tiny_chec
     assert served == [200, 200] and version.decodes == 2  # the refused one never decoded
 
 
+def memory_trims(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return next((float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("deconvseg_memory_trims_total ")), 0.0)
+
+
+def settled(base: str, before: float, within_s: float = 20) -> None:
+    """Until the server has handed memory back after a quiet second (its trim counter moved)."""
+    end = time.monotonic() + within_s
+    while memory_trims(base) <= before:
+        assert time.monotonic() < end, "the server never went quiet after the burst"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_burst_at_ten_times_capacity_gets_only_200_or_503_and_rss_stays_bounded(
         tiny_checkpoint, tmp_path):
@@ -70,8 +86,10 @@ def test_burst_at_ten_times_capacity_gets_only_200_or_503_and_rss_stays_bounded(
         assert capacity > 0, "no request succeeded before the burst"
         bursts, rss = [], []
         for _ in range(2):  # the same burst twice: memory must not grow with each one
+            trims = memory_trims(base)
             outcomes, _ = asyncio.run(open_loop(base, requests, 10 * capacity, 2, tally))
             bursts.append(outcomes)
+            settled(base, trims)  # the server went quiet and handed freed memory back
             rss.append(rss_mb(proc.pid))
     finally:
         stop(proc)
