@@ -112,8 +112,11 @@ def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: in
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
     finally:
         stop(proc)
-    batch = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
-             if line.startswith(("deconvseg_batch_size_sum", "deconvseg_batch_size_count"))}
+    batch: dict[str, float] = {}  # summed over the model/version labels
+    for line in metrics.splitlines():
+        name = line.split("{")[0].split()[0] if line and not line.startswith("#") else ""
+        if name in ("deconvseg_batch_size_sum", "deconvseg_batch_size_count"):
+            batch[name] = batch.get(name, 0.0) + float(line.split()[-1])
     mean = (batch["deconvseg_batch_size_sum"] / max(batch["deconvseg_batch_size_count"], 1)
             if len(batch) == 2 else None)  # the naive baseline has no batches
     return {"rows": rows, "mean_batch_size": mean}
