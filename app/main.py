@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         app.include_router(router)
     # Last added is outermost: CORS headers on every response, metrics see the 401s and 413s.
     app.add_middleware(LoadShedMiddleware, check=runtime.admission.check,
-                       paths=segment.UPLOAD_PATHS, route_of=segment.upload_route)
+                       paths=segment.UPLOAD_PATHS, route_of=segment.upload_route,
+                       pace_s=settings.refusal_pace_ms / 1000)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(KeyMiddleware, key=settings.api_key, openapi=app.openapi, kind=API)
     app.add_middleware(KeyMiddleware, key=settings.admin_key, openapi=app.openapi, kind=ADMIN)

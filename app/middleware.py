@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -99,11 +100,14 @@ class LoadShedMiddleware:
     dropped, so the refusal is cheap under a burst and the connection stays usable."""
 
     def __init__(self, app: ASGIApp, check: Callable[[], None], paths: re.Pattern,
-                 route_of: Callable[[str], str]) -> None:
+                 route_of: Callable[[str], str], pace_s: float = 0.0) -> None:
         self.app = app
         self.check = check
         self.paths = paths
         self.route_of = route_of  # path → route template, for the metrics label
+        # A `queue_full` refusal is answered after `pace_s`: clients that retry at once (a
+        # flood) then send fewer requests, and the cores go to the admitted ones.
+        self.pace_s = pace_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and self.paths.fullmatch(
@@ -113,6 +117,8 @@ class LoadShedMiddleware:
             except ServingError as exc:
                 scope["route"] = RouteLabel(self.route_of(scope["path"]))
                 await _drain(receive)
+                if exc.code == "queue_full" and self.pace_s:
+                    await asyncio.sleep(self.pace_s)
                 return await send_error(send, exc, scope["path"], close=False)
         await self.app(scope, receive, send)
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         5.0, ge=0, le=10_000, description="how long a batch waits for companions after its first"
     )
     max_queue: int = Field(64, ge=1, le=100_000, description="queued images before 503")
+    refusal_pace_ms: float = Field(
+        20.0, ge=0, le=1000, description="a 503 queue_full is answered after this long, so "
+        "that a flood of clients retrying at once spends fewer cores on refusals")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="deadline per request")
     max_upload_bytes: int = Field(
         20 * 1024 * 1024, ge=1, description="largest request body in bytes (all files together)"
