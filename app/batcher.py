@@ -19,63 +19,26 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any
 
+from app.lane import (
+    BatcherStopped,
+    BatchStats,
+    DeadlineExceeded,
+    In,
+    Lane,
+    Out,
+    QueueFull,
+    Result,
+)
 from app.workers import ThreadPolicy, WorkerContext
 
+__all__ = ["BatchStats", "Batcher", "BatcherStopped", "DeadlineExceeded", "Lane", "QueueFull",
+           "Result"]
+
 log = logging.getLogger("deconvseg.batcher")
-
-In = TypeVar("In")
-Out = TypeVar("Out")
-
-
-class QueueFull(Exception):
-    """The bounded queue is full; the caller should retry later."""
-
-
-class DeadlineExceeded(Exception):
-    """The item waited past its deadline and was not computed."""
-
-
-class BatcherStopped(Exception):
-    """The batcher is not accepting work (draining, stopped, or a worker died)."""
-
-
-class Result(NamedTuple, Generic[Out]):
-    value: Out
-    queue_seconds: float  # enqueue → its batch started
-    compute_seconds: float  # the whole batch's predict call
-
-
-@dataclass
-class BatchStats:
-    batch_size: int
-    queue_seconds: list[float]
-    compute_seconds: float
-
-
-def _no_stats(_: BatchStats) -> None:
-    return None
-
-
-@dataclass(frozen=True, eq=False)
-class Lane(Generic[In, Out]):
-    """One stream of work: its predict stage and batch knobs (checked here, at construction)."""
-
-    predict: Callable[[Sequence[In], WorkerContext], Sequence[Out]]
-    max_batch_size: int = 8
-    max_batch_delay_s: float = 0.005
-    bucket: Callable[[In], Hashable] = lambda _: None
-    on_batch: Callable[[BatchStats], None] = _no_stats
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be ≥ 1, got {self.max_batch_size}")
-        if self.max_batch_delay_s < 0:
-            raise ValueError(f"max_batch_delay_s must be ≥ 0, got {self.max_batch_delay_s}")
-
 
 @dataclass(eq=False)
 class _Item:

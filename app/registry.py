@@ -166,7 +166,7 @@ class Registry:
                                                      "repository")
         with self._lock:
             model = self._sync(entry)
-        with _exclusive(model):
+        with model.exclusive():
             return self._load(model, entry)
 
     def _load(self, model: ModelSlot, entry: ModelEntry) -> dict[str, Any]:
@@ -201,7 +201,7 @@ class Registry:
         """Retire every version of the model; each is freed when its last request ends."""
         with self._lock:
             model = self._model(name)
-        with _exclusive(model), self._lock:
+        with model.exclusive(), self._lock:
             for slot in model.versions.values():
                 if slot.state is State.ready:
                     self._retire(slot)
@@ -318,14 +318,3 @@ class Registry:
 def _given(ckpt: Checkpoint) -> Checkpoint:
     return ckpt
 
-
-@contextmanager
-def _exclusive(model: ModelSlot) -> Iterator[None]:
-    """Hold the model's load lock, or refuse with 409: loads and unloads never interleave."""
-    if not model.loading.acquire(blocking=False):
-        raise errors.Conflict("load_in_progress", f"model '{model.name}' is already being "
-                                                  "loaded or unloaded; retry when it is done")
-    try:
-        yield
-    finally:
-        model.loading.release()

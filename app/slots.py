@@ -6,10 +6,13 @@ Every field here is guarded by the owning Registry's lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from app import errors
 from app.pipeline import ModelVersion
 from app.repository import ModelEntry
 from model.checkpoint import Checkpoint
@@ -51,6 +54,17 @@ class ModelSlot:
             return "unavailable: " + "; ".join(self.entry.problems)
         reasons = sorted({v.reason for v in self.versions.values() if v.reason})
         return "not loaded" + (f" ({'; '.join(reasons)})" if reasons else "")
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the model's load lock, or refuse with 409: loads and unloads never interleave."""
+        if not self.loading.acquire(blocking=False):
+            raise errors.Conflict("load_in_progress", f"model '{self.name}' is already being "
+                                                      "loaded or unloaded; retry when it is done")
+        try:
+            yield
+        finally:
+            self.loading.release()
 
     @property
     def loading_any(self) -> bool:
