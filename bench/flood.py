@@ -16,14 +16,21 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from tests.support.server import BOUNDARY, multipart_body, rss_mb, scene_jpeg, start_server, stop
+from tests.support.server import (
+    BOUNDARY,
+    memory_trims,
+    multipart_body,
+    rss_mb,
+    scene_jpeg,
+    settled,
+    start_server,
+    stop,
+)
 
 
 def hey(base: str, body: Path, connections: int, seconds: int) -> list[tuple[int, float]]:
@@ -34,18 +41,6 @@ def hey(base: str, body: Path, connections: int, seconds: int) -> list[tuple[int
          f"{base}/segment?format=png"], capture_output=True, text=True, check=True)
     rows = csv.DictReader(io.StringIO(out.stdout))
     return [(int(r["status-code"]), float(r["response-time"])) for r in rows]
-
-
-def trims(base: str) -> float:
-    text = httpx.get(f"{base}/metrics", timeout=10).text
-    return next((float(line.split()[-1]) for line in text.splitlines()
-                 if line.startswith("deconvseg_memory_trims_total ")), 0.0)
-
-
-def quiet(base: str, before: float, within_s: float = 30) -> None:
-    end = time.monotonic() + within_s
-    while trims(base) <= before and time.monotonic() < end:
-        time.sleep(0.1)
 
 
 def run(checkpoint: str, pace_ms: float) -> dict[str, Any]:
@@ -63,9 +58,9 @@ def run(checkpoint: str, pace_ms: float) -> dict[str, Any]:
             capacity = sum(s == 200 for s, _ in hey(base, body, 4, 10)) / 10
             floods = []
             for _ in range(3):
-                before = trims(base)
+                before = memory_trims(base)
                 results = hey(base, body, 64, 15)
-                quiet(base, before)
+                settled(base, before, within_s=30)
                 refused = [t for s, t in results if s == 503]
                 floods.append({
                     "admitted_per_s": round(sum(s == 200 for s, _ in results) / 15, 1),

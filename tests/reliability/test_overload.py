@@ -1,18 +1,18 @@
 """Overload: refusals before decoding, and a real burst answered only with 200 or 503."""
 
 import asyncio
-import time
 
-import httpx
 import pytest
 
 from app.main import create_app
 from tests.support.server import (
     Tally,
     closed_loop,
+    memory_trims,
     multipart_request,
     open_loop,
     rss_mb,
+    settled,
     start_server,
     stop,
 )
@@ -55,20 +55,6 @@ async def test_upload_at_capacity_is_refused_before_its_body_is_parsed(tiny_chec
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
     assert refused.headers["retry-after"] == "1"
     assert served == [200, 200] and version.decodes == 2  # the refused one never decoded
-
-
-def memory_trims(base: str) -> float:
-    text = httpx.get(f"{base}/metrics", timeout=10).text
-    return next((float(line.split()[-1]) for line in text.splitlines()
-                 if line.startswith("deconvseg_memory_trims_total ")), 0.0)
-
-
-def settled(base: str, before: float, within_s: float = 20) -> None:
-    """Until the server has handed memory back after a quiet second (its trim counter moved)."""
-    end = time.monotonic() + within_s
-    while memory_trims(base) <= before:
-        assert time.monotonic() < end, "the server never went quiet after the burst"
-        time.sleep(0.1)
 
 
 @pytest.mark.slow

@@ -264,3 +264,19 @@ async def sigterm_under_load(proc: subprocess.Popen, base: str, requests: list[b
             "answered_200_after_sigterm": sum(o.status == 200 for o in after),
             "refused_503_after_sigterm": sum(o.status == 503 for o in after),
             "no_response_after_sigterm": sum(o.status == 0 for o in after)}
+
+
+def memory_trims(base: str) -> float:
+    """How often the server has handed freed memory back (deconvseg_memory_trims_total)."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return next((float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("deconvseg_memory_trims_total ")), 0.0)
+
+
+def settled(base: str, before: float, within_s: float = 20) -> None:
+    """Until the server has handed memory back after a quiet second (its trim counter moved
+    past `before`); AssertionError if it never does within `within_s`."""
+    end = time.monotonic() + within_s
+    while memory_trims(base) <= before:
+        assert time.monotonic() < end, "the server never went quiet"
+        time.sleep(0.1)
