@@ -80,19 +80,22 @@ _api_bearer, _api_header = _schemes(API)
 _admin_bearer, _admin_header = _schemes(ADMIN)
 
 
-def require_api_key(request: Request,
-                    token: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_bearer)],
-                    header_key: Annotated[str | None, Depends(_api_header)]) -> None:
+async def require_api_key(
+        request: Request,
+        token: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_bearer)],
+        header_key: Annotated[str | None, Depends(_api_header)]) -> None:
     _check(request, API, token, header_key)
 
 
-def require_admin_key(request: Request,
-                      token: Annotated[HTTPAuthorizationCredentials | None,
-                                       Depends(_admin_bearer)],
-                      header_key: Annotated[str | None, Depends(_admin_header)]) -> None:
+async def require_admin_key(
+        request: Request,
+        token: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+        header_key: Annotated[str | None, Depends(_admin_header)]) -> None:
     _check(request, ADMIN, token, header_key)
 
 
+# Async, like every dependency here: FastAPI runs a plain `def` dependency in its thread pool,
+# two thread hops per request for a dictionary lookup.
 APIKey = Depends(require_api_key)
 AdminKey = Depends(require_admin_key)
 

@@ -1,4 +1,6 @@
-"""FastAPI dependencies shared by the routers: the objects the lifespan builds."""
+"""FastAPI dependencies shared by the routers: the objects the lifespan builds. They are
+`async def`: FastAPI runs a plain `def` dependency in its thread pool (two thread hops per
+request)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,15 @@ from app.runtime import Runtime
 from app.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """The settings this app was built with."""
     return request.app.state.settings
 
