@@ -1,4 +1,5 @@
-"""Class-index mask → response bodies: PNG, COCO RLE, overlay, areas."""
+"""Arrays → response bodies: palette and grey PNG, `.npy`, COCO RLE (compressed with
+pycocotools, or uncompressed), overlay, areas."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 
 def mask_png(mask: np.ndarray, palette: list[list[int]]) -> bytes:
@@ -22,6 +24,25 @@ def mask_png(mask: np.ndarray, palette: list[list[int]]) -> bytes:
 
 def mask_png_base64(mask: np.ndarray, palette: list[list[int]]) -> str:
     return base64.b64encode(mask_png(mask, palette)).decode("ascii")
+
+
+def grey_png(values: np.ndarray) -> bytes:
+    """One-band 8-bit PNG (mode L) of a uint8 (H, W) array."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(values, np.uint8), mode="L").save(
+        buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def npy(array: np.ndarray) -> bytes:
+    """The array as a `.npy` file (numpy's format: `np.load` reads it back)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def base64_text(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def areas(mask: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -52,12 +73,19 @@ def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
     return values.reshape((height, width), order="F")
 
 
-def rle_by_class(mask: np.ndarray, classes: list[str]) -> list[dict]:
+def rle_by_class(mask: np.ndarray, classes: list[str], compressed: bool = True) -> list[dict]:
+    """One COCO RLE per class present: `counts` is the compressed string pycocotools writes
+    (`pycocotools.mask.decode` reads it back), or with `compressed=False` the uncompressed run
+    list."""
     height, width = mask.shape
+    columns = np.asfortranarray(mask)  # COCO runs go down the columns
     out = []
-    for index in np.unique(mask).tolist():
+    for index in np.flatnonzero(np.bincount(mask.ravel())).tolist():
+        binary = (columns == index).view(np.uint8)
+        counts: str | list[int] = (coco_mask.encode(binary)["counts"].decode("ascii")
+                                   if compressed else rle_encode(binary))
         out.append({"class": classes[index], "index": index, "size": [height, width],
-                    "counts": rle_encode(mask == index)})
+                    "counts": counts})
     return out
 
 

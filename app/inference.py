@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from model.checkpoint import Checkpoint, CheckpointError
-from model.tiling import Axis, sliding_window_logits, sliding_window_mask
+from model.tiling import Axis, sliding_window_logits, sliding_window_maps, top_probability
 from model.transforms import preprocess
 
 log = logging.getLogger("deconvseg.inference")
@@ -90,6 +90,7 @@ class Prepared:
     height: int  # the upload's (EXIF-oriented) size: the mask comes back at this size
     width: int
     probabilities: bool = False  # also return the per-class probabilities
+    confidence: bool = False  # also return the winning class's probability (uint8 × 255)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -148,8 +149,8 @@ class Segmenter:
     def bucket(self, item: Prepared) -> tuple:
         """Batch key: the exact input shape and outputs; a tiled image is always a batch of its
         own."""
-        return ("tiled", id(item)) if self.needs_tiling(item) else (item.shape,
-                                                                     item.probabilities)
+        return ("tiled", id(item)) if self.needs_tiling(item) else (
+            item.shape, item.probabilities, item.confidence)
 
     def padding_ratio(self, items: Sequence[Prepared]) -> float:
         """Fraction of the pixels the model computes beyond the image's own (tile overlaps)."""
@@ -164,7 +165,15 @@ class Segmenter:
     def predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
         """Same-shape items → uint8 masks (height, width), each at its upload's size."""
         with self._inference():
-            return self._predict(items)
+            return [mask for mask, _ in self._predict(items, confidence=False)]
+
+    def predict_with_confidence(self, items: Sequence[Prepared]
+                                ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`predict`, with each mask's confidence: the winning class's probability × 255 as
+        uint8 (height, width)."""
+        with self._inference():
+            return [(mask, top) for mask, top in self._predict(items, confidence=True)
+                    if top is not None]
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Normalised (B, 3, h, w) → float logits (B, K, h, w): the network as the service runs
@@ -179,22 +188,27 @@ class Segmenter:
                                                     enabled=self._autocast):
             yield
 
-    def _predict(self, items: Sequence[Prepared]) -> list[np.ndarray]:
+    def _predict(self, items: Sequence[Prepared], confidence: bool
+                 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         if len(items) == 1 and self.needs_tiling(items[0]):
-            return [self._predict_tiled(items[0])]
+            return [self._predict_tiled(items[0], confidence)]
         if self.options.stacked:
             logits = list(self._forward(torch.stack([it.tensor for it in items])))
         else:
             logits = [self._forward(it.tensor[None])[0] for it in items]
-        return [self._mask(lg[None], it) for lg, it in zip(logits, items, strict=True)]
+        return [self._maps(lg[None], it, confidence) for lg, it in zip(logits, items, strict=True)]
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, self._dtype).contiguous(memory_format=self._memory_format)
         return self._net(batch).float()  # (B, K, h, w)
 
-    def _mask(self, logits: torch.Tensor, item: Prepared) -> np.ndarray:
-        """(1, K, h, w) logits → (height, width) uint8, resized to the upload before argmax."""
-        return self._at_upload_size(logits, item)[0].argmax(0).to(torch.uint8).cpu().numpy()
+    def _maps(self, logits: torch.Tensor, item: Prepared, confidence: bool
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(1, K, h, w) logits → (height, width) uint8 mask, resized to the upload before argmax,
+        and with `confidence` the top probability × 255 as uint8."""
+        logits = self._at_upload_size(logits, item)
+        mask = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+        return mask, top_probability(logits)[0].cpu().numpy() if confidence else None
 
     @staticmethod
     def _at_upload_size(logits: torch.Tensor, item: Prepared) -> torch.Tensor:
@@ -203,14 +217,17 @@ class Segmenter:
                                    mode="bilinear", align_corners=False)
         return logits
 
-    def _predict_tiled(self, item: Prepared) -> np.ndarray:
+    def _predict_tiled(self, item: Prepared, confidence: bool
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
         if item.shape == (item.height, item.width):  # memory bounded: never holds full logits
             o = self.options
             image = item.tensor[None].to(self.device)
             normalize = self._normalize_band if image.dtype == torch.uint8 else None
-            return sliding_window_mask(self._forward, image, o.tile_size, o.tile_overlap,
-                                       o.tile_batch_size, normalize=normalize).numpy()
-        return self._mask(self._tiled_logits(item), item)
+            mask, top = sliding_window_maps(self._forward, image, o.tile_size, o.tile_overlap,
+                                            o.tile_batch_size, normalize=normalize,
+                                            confidence=confidence)
+            return mask.numpy(), None if top is None else top.numpy()
+        return self._maps(self._tiled_logits(item), item, confidence)
 
     def _tiled_logits(self, item: Prepared) -> torch.Tensor:
         o = self.options
@@ -219,16 +236,17 @@ class Segmenter:
         return sliding_window_logits(self._forward, image, self.num_classes, o.tile_size,
                                      o.tile_overlap, o.tile_batch_size, normalize=normalize)
 
-    def probabilities(self, item: Prepared) -> tuple[np.ndarray, np.ndarray]:
-        """The mask (as `predict` gives it) and the (K, height, width) float16 softmax
-        probabilities at the upload's size. Holds the whole image's logits: callers bound the
-        pixels (DECONVSEG_MAX_PROBABILITY_PIXELS)."""
+    def probabilities(self, item: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The mask (as `predict` gives it), the (K, height, width) float16 softmax probabilities
+        at the upload's size and the confidence (as `predict_with_confidence` gives it). Holds
+        the whole image's logits: callers bound the pixels (DECONVSEG_MAX_PROBABILITY_PIXELS)."""
         with self._inference():
             logits = (self._tiled_logits(item) if self.needs_tiling(item)
                       else self._forward(item.tensor[None]))
             logits = self._at_upload_size(logits, item)
             mask = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
-            return mask, logits[0].softmax(0).half().cpu().numpy()
+            return (mask, logits[0].softmax(0).half().cpu().numpy(),
+                    top_probability(logits)[0].cpu().numpy())
 
     def _normalize_band(self, band: torch.Tensor) -> torch.Tensor:
         """(1, 3, h, W) uint8 → normalised float, with the one preprocessing function."""

@@ -8,32 +8,80 @@ Each stage raises domain errors (`app.errors`); `app.runtime` moves the work bet
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 
 from app import encode
 from app.batcher import Lane
 from app.decode import check_pixels, decode_image
-from app.errors import TooLarge
+from app.errors import InvalidInput, TooLarge
 from app.inference import InferenceOptions, Prepared, Segmenter, resolve_backend
 from app.metrics import Metrics
 from app.model_config import ServingOptions
+from app.objects import DEFAULT_TOLERANCE, feature_collection, find_objects
 from app.workers import WorkerContext, in_own_thread, use_threads
 from model.checkpoint import Checkpoint
 
 
 class Format(StrEnum):
-    json = "json"
-    png = "png"
-    rle = "rle"
-    overlay = "overlay"
+    json = "json"  # the mask as base64 PNG, with what `include` asks for
+    png = "png"  # the palette PNG itself
+    rle = "rle"  # COCO RLE per class, with what `include` asks for
+    overlay = "overlay"  # the upload blended with the mask, PNG
+    npy = "npy"  # the uint8 label mask as a .npy file
+    objects = "objects"  # JSON: the objects (no mask), with what `include` asks for
+    geojson = "geojson"  # the objects as a GeoJSON FeatureCollection
+
+
+JSON_FORMATS = (Format.json, Format.rle, Format.objects)  # the ones `include` applies to
+INCLUDES = ("confidence", "probabilities", "objects")
+MEDIA_TYPES = {Format.png: "image/png", Format.overlay: "image/png",
+               Format.npy: "application/x-npy", Format.geojson: "application/geo+json"}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a request asks to get back."""
+
+    format: Format = Format.json
+    include: frozenset[str] = field(default_factory=frozenset)
+    min_area: int = 1  # pixels: smaller objects are left out
+    tolerance: float = DEFAULT_TOLERANCE  # px: polygon simplification
+    compressed_rle: bool = True
+
+    @classmethod
+    def parse(cls, fmt: Format, include: str | None = None, **options: Any) -> Outputs:
+        """From the query: `include` is a comma-separated list of INCLUDES, for the JSON
+        formats only (else InvalidInput)."""
+        names = frozenset(n.strip() for n in (include or "").split(",") if n.strip())
+        unknown = sorted(names - set(INCLUDES))
+        if unknown:
+            raise InvalidInput("invalid_include", f"include={','.join(unknown)} is not known; "
+                               f"include takes a comma-separated list of {', '.join(INCLUDES)}")
+        if names and fmt not in JSON_FORMATS:
+            raise InvalidInput("invalid_include", f"include applies to format="
+                               f"{', '.join(JSON_FORMATS)}, not format={fmt}")
+        return cls(fmt, names, **options)
+
+    @property
+    def objects(self) -> bool:
+        return "objects" in self.include or self.format in (Format.objects, Format.geojson)
+
+    @property
+    def confidence(self) -> bool:
+        """Computed for the `confidence` output and for the objects' scores."""
+        return "confidence" in self.include or self.objects
+
+    @property
+    def probabilities(self) -> bool:
+        return "probabilities" in self.include
 
 
 @dataclass(frozen=True)
@@ -47,6 +95,7 @@ class Limits:
 class Prediction:
     mask: np.ndarray  # (H, W) uint8 class indices
     probabilities: np.ndarray | None = None  # (K, H, W) float16, when asked for
+    confidence: np.ndarray | None = None  # (H, W) uint8, top probability × 255, when asked for
 
 
 @dataclass
@@ -55,6 +104,7 @@ class Segmented:
     mask: np.ndarray  # (H, W) uint8 class indices
     timings_ms: dict[str, float]
     probabilities: np.ndarray | None = None  # (K, H, W) float16, when asked for
+    confidence: np.ndarray | None = None  # (H, W) uint8, when asked for
 
 
 class ModelVersion:
@@ -94,10 +144,11 @@ class ModelVersion:
 
     # --- stages -------------------------------------------------------------------------------
 
-    def decode(self, source: bytes | np.ndarray,
-               probabilities: bool = False) -> tuple[np.ndarray, Prepared]:
+    def decode(self, source: bytes | np.ndarray, probabilities: bool = False,
+               confidence: bool = False) -> tuple[np.ndarray, Prepared]:
         """Upload bytes (or an RGB array already decoded) → the oriented RGB image and the
-        model's input (I/O thread); `probabilities` asks predict for them too."""
+        model's input (I/O thread); `probabilities` and `confidence` ask predict for them
+        too."""
         limits = self.limits
         image = (decode_image(source, limits.max_pixels, limits.max_side)
                  if isinstance(source, bytes) else
@@ -110,6 +161,7 @@ class ModelVersion:
                            "pixels (DECONVSEG_MAX_PROBABILITY_PIXELS); ask for the mask only")
         prepared = self.segmenter.prepare(image)
         prepared.probabilities = probabilities
+        prepared.confidence = confidence
         return image, prepared
 
     def predict(self, items: Sequence[Prepared], context: WorkerContext) -> list[Prediction]:
@@ -119,43 +171,64 @@ class ModelVersion:
         self._padding.observe(self.segmenter.padding_ratio(items))
         if items[0].probabilities:
             return [Prediction(*self.segmenter.probabilities(item)) for item in items]
+        if items[0].confidence:
+            return [Prediction(mask, confidence=top)
+                    for mask, top in self.segmenter.predict_with_confidence(items)]
         return [Prediction(mask) for mask in self.segmenter.predict(items)]
 
-    def document(self, seg: Segmented, fmt: Format) -> dict[str, Any]:
-        """The JSON body for `json` or `rle`, without timings."""
+    def document(self, seg: Segmented, out: Outputs) -> dict[str, Any]:
+        """The JSON body of a JSON format, without timings (for geojson, the collection)."""
         ckpt = self.ckpt
         height, width = seg.mask.shape
+        objects = (find_objects(seg.mask, ckpt.classes, seg.confidence, out.min_area,
+                                out.tolerance) if out.objects else None)
+        if out.format is Format.geojson:
+            assert objects is not None
+            return feature_collection(objects, width=width, height=height, model=self.label)
         doc: dict[str, Any] = {"width": width, "height": height, "classes": ckpt.classes}
-        if fmt is Format.rle:
-            doc["rle"] = encode.rle_by_class(seg.mask, ckpt.classes)
-        else:
+        if out.format is Format.rle:
+            doc["rle"] = encode.rle_by_class(seg.mask, ckpt.classes, out.compressed_rle)
+        elif out.format is Format.json:
             doc["mask"] = {"encoding": "png",
                            "data": encode.mask_png_base64(seg.mask, ckpt.palette)}
+        if "confidence" in out.include and seg.confidence is not None:
+            doc["confidence"] = {"encoding": "png",
+                                 "data": encode.base64_text(encode.grey_png(seg.confidence))}
+        if out.probabilities and seg.probabilities is not None:
+            doc["probabilities"] = {"encoding": "npy", "dtype": "float16",
+                                    "shape": list(seg.probabilities.shape),
+                                    "data": encode.base64_text(encode.npy(seg.probabilities))}
+        if objects is not None:
+            doc["objects"] = objects
         doc["areas"] = encode.areas(seg.mask, ckpt.classes)
         doc["model"] = self.label
         return doc
 
-    def encode(self, seg: Segmented, fmt: Format) -> tuple[bytes, str]:
+    def encode(self, seg: Segmented, out: Outputs) -> tuple[bytes, str]:
         """The response body and its media type (I/O thread); records the encode time."""
         t0 = time.perf_counter()
-        if fmt is Format.png:
-            body, media = encode.mask_png(seg.mask, self.ckpt.palette), "image/png"
-        elif fmt is Format.overlay:
+        if out.format is Format.png:
+            body = encode.mask_png(seg.mask, self.ckpt.palette)
+        elif out.format is Format.overlay:
             assert seg.image is not None, "overlay needs the decoded image"
-            body, media = encode.overlay_png(seg.image, seg.mask, self.ckpt.palette), "image/png"
+            body = encode.overlay_png(seg.image, seg.mask, self.ckpt.palette)
+        elif out.format is Format.npy:
+            body = encode.npy(seg.mask)
         else:
-            doc = self.document(seg, fmt)
+            doc = self.document(seg, out)
             self.timed(seg, "encode", time.perf_counter() - t0)
-            return json.dumps(doc | {"timings_ms": seg.timings_ms}).encode(), "application/json"
+            if out.format is not Format.geojson:
+                doc["timings_ms"] = seg.timings_ms
+            return orjson.dumps(doc), MEDIA_TYPES.get(out.format, "application/json")
         self.timed(seg, "encode", time.perf_counter() - t0)
-        return body, media
+        return body, MEDIA_TYPES[out.format]
 
-    def encode_item(self, seg: Segmented, fmt: Format) -> dict[str, Any]:
+    def encode_item(self, seg: Segmented, out: Outputs) -> dict[str, Any]:
         """One /segment/batch result (I/O thread)."""
         t0 = time.perf_counter()
-        doc = self.document(seg, fmt)
+        doc = self.document(seg, out)
         self.timed(seg, "encode", time.perf_counter() - t0)
-        return doc | {"timings_ms": seg.timings_ms}
+        return doc if out.format is Format.geojson else doc | {"timings_ms": seg.timings_ms}
 
     def timed(self, seg: Segmented, stage: str, seconds: float) -> None:
         """Record a stage's time in the metrics and in the response's timings."""

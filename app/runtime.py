@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 import torch
 
@@ -18,7 +19,7 @@ from app.admission import Admission
 from app.allocator import trim
 from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
 from app.metrics import Metrics
-from app.pipeline import Format, ModelVersion, Segmented
+from app.pipeline import Format, ModelVersion, Outputs, Segmented
 from app.settings import Settings
 from app.workers import ThreadPolicy
 
@@ -39,6 +40,7 @@ class Runtime:
         # only the inference workers run OpenMP teams (app/workers.py).
         self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io",
                                      initializer=torch.set_num_threads, initargs=(1,))
+        cv2.setNumThreads(1)  # OpenCV (app/objects.py) likewise: the I/O threads are the team
         # Every worker may hold a batch while `max_queue` more images wait.
         capacity = settings.max_queue + self.policy.workers * settings.max_batch_size
         self.admission = Admission(capacity, settings.max_queue,
@@ -71,11 +73,12 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     async def segment(self, version: ModelVersion, data: bytes | np.ndarray, started: float,
-                      keep_image: bool = False, probabilities: bool = False) -> Segmented:
+                      keep_image: bool = False, probabilities: bool = False,
+                      confidence: bool = False) -> Segmented:
         """decode → batch → predict for one admitted image."""
         async with self.admission.image():
             t0 = time.perf_counter()
-            image, prepared = await self.run_io(version.decode, data, probabilities)
+            image, prepared = await self.run_io(version.decode, data, probabilities, confidence)
             decoded = time.perf_counter() - t0
             remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
             try:
@@ -97,29 +100,35 @@ class Runtime:
                                     "it has been logged") from None
             seg = Segmented(image if keep_image else None, prediction.mask,
                             {"decode": 0.0, "queue": round(queued * 1000, 3),
-                             "inference": round(compute * 1000, 3)}, prediction.probabilities)
+                             "inference": round(compute * 1000, 3)}, prediction.probabilities,
+                            prediction.confidence)
             version.timed(seg, "decode", decoded)
             return seg
 
-    async def segment_and_encode(self, version: ModelVersion, data: bytes, fmt: Format,
+    async def segment_and_encode(self, version: ModelVersion, data: bytes, out: Outputs,
                                  started: float) -> tuple[bytes, str, dict[str, float]]:
         """The whole pipeline for one image: body, media type and stage timings (ms)."""
         async with self.admission.request():
-            seg = await self.segment(version, data, started, keep_image=fmt is Format.overlay)
-            body, media_type = await self.run_io(version.encode, seg, fmt)
+            seg = await self._segment_for(version, data, out, started)
+            body, media_type = await self.run_io(version.encode, seg, out)
         return body, media_type, seg.timings_ms
 
-    async def _batch_item(self, version: ModelVersion, data: bytes, fmt: Format,
+    async def _segment_for(self, version: ModelVersion, data: bytes, out: Outputs,
+                           started: float) -> Segmented:
+        return await self.segment(version, data, started, keep_image=out.format is Format.overlay,
+                                  probabilities=out.probabilities, confidence=out.confidence)
+
+    async def _batch_item(self, version: ModelVersion, data: bytes, out: Outputs,
                           started: float) -> dict[str, Any] | errors.ServingError:
         try:
-            seg = await self.segment(version, data, started)
+            seg = await self._segment_for(version, data, out, started)
         except errors.ServingError as exc:
             return exc
-        return await self.run_io(version.encode_item, seg, fmt)
+        return await self.run_io(version.encode_item, seg, out)
 
-    async def segment_batch(self, version: ModelVersion, files: Sequence[bytes], fmt: Format,
+    async def segment_batch(self, version: ModelVersion, files: Sequence[bytes], out: Outputs,
                             started: float) -> list[dict[str, Any] | errors.ServingError]:
         """Every image through the pipeline at once: each one's document or its error, in
         order (the caller counts the request in flight with `admission.request()`)."""
-        return list(await asyncio.gather(*(self._batch_item(version, data, fmt, started)
+        return list(await asyncio.gather(*(self._batch_item(version, data, out, started)
                                            for data in files)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,9 +21,11 @@ class ErrorResponse(BaseModel):
 
 # status → (code, when): the error table, shown per route in the OpenAPI document.
 ERRORS: dict[int, tuple[str, str]] = {
-    400: ("empty_file | invalid_image | invalid_tensor | bad_request | load_failed",
-          "the upload is empty, not an image, truncated or corrupt, or the body is malformed; "
-          "for a model load, the version that failed and why"),
+    400: ("empty_file | invalid_image | invalid_tensor | invalid_include | bad_request | "
+          "load_failed",
+          "the upload is empty, not an image, truncated or corrupt, the body is malformed, or "
+          "`include` names an unknown output or is used with a format that is not JSON; for a "
+          "model load, the version that failed and why"),
     401: ("unauthorized", "the route needs a key (DECONVSEG_API_KEY, or DECONVSEG_ADMIN_KEY "
                           "for model control) and the request lacks it"),
     404: ("model_not_found | version_not_found", "no such model or version in the repository"),
@@ -83,6 +85,62 @@ class Timings(BaseModel):
     encode: float = Field(description="ms to encode the response", examples=[1.2])
 
 
+class EncodedImage(BaseModel):
+    encoding: str = Field("png", examples=["png"])
+    data: str = Field(description="base64 one-band 8-bit PNG: the winning class's softmax "
+                                  "probability × 255, rounded", examples=["iVBORw0KGgoAAAANSU…"])
+
+
+class EncodedArray(BaseModel):
+    encoding: str = Field("npy", examples=["npy"])
+    dtype: str = Field(examples=["float16"])
+    shape: list[int] = Field(description="[classes, height, width]", examples=[[3, 480, 640]])
+    data: str = Field(description="base64 .npy file (numpy.load reads it)",
+                      examples=["k05VTVBZAQB2AHsnZGVzY3InOiAnPGYyJywg…"])
+
+
+class PolygonGeometry(BaseModel):
+    """A GeoJSON Polygon in pixel coordinates: (0, 0) is the image's top-left corner, x right,
+    y down; the exterior ring first, then the holes; rings closed, exterior counter-clockwise by
+    signed area (RFC 7946)."""
+
+    type: Literal["Polygon"] = "Polygon"
+    coordinates: list[list[list[float]]] = Field(
+        examples=[[[[10.25, 10.25], [20.75, 10.25], [20.75, 20.75], [10.25, 20.75],
+                    [10.25, 10.25]]]])
+
+
+class ObjectProperties(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_name: str = Field(alias="class", examples=["disc"])
+    index: int = Field(description="the class index", examples=[1])
+    area: int = Field(description="pixels", examples=[113])
+    bbox: list[int] = Field(description="[x, y, width, height] in pixels",
+                            examples=[[10, 10, 11, 11]])
+    centroid: list[float] = Field(description="[x, y]: the mean of its pixels' centres",
+                                  examples=[[15.5, 15.5]])
+    score: float | None = Field(description="mean confidence over its pixels, 0–1",
+                                examples=[0.93])
+
+
+class SegmentObject(ObjectProperties):
+    """One connected component (8-connected) of one class."""
+
+    polygon: PolygonGeometry
+
+
+class Feature(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    geometry: PolygonGeometry
+    properties: ObjectProperties
+
+
+CONFIDENCE_FIELD = Field(None, description="include=confidence")
+PROBABILITIES_FIELD = Field(None, description="include=probabilities")
+OBJECTS_FIELD = Field(None, description="include=objects: the objects, in reading order of "
+                                        "their boxes")
+
 SEGMENT_EXAMPLE: dict[str, Any] = {
     "width": 640, "height": 480, "classes": ["background", "disc", "square"],
     "mask": {"encoding": "png", "data": "iVBORw0KGgo…"},
@@ -98,9 +156,37 @@ class SegmentResponse(BaseModel):
     height: int
     classes: list[str]
     mask: EncodedMask
+    confidence: EncodedImage | None = CONFIDENCE_FIELD
+    probabilities: EncodedArray | None = PROBABILITIES_FIELD
+    objects: list[SegmentObject] | None = OBJECTS_FIELD
     areas: dict[str, float] = Field(description="fraction of pixels per class")
     model: ModelRef
     timings_ms: Timings
+
+
+class ObjectsResponse(BaseModel):
+    """format=objects: the objects without the mask."""
+
+    width: int
+    height: int
+    classes: list[str]
+    confidence: EncodedImage | None = CONFIDENCE_FIELD
+    probabilities: EncodedArray | None = PROBABILITIES_FIELD
+    objects: list[SegmentObject]
+    areas: dict[str, float]
+    model: ModelRef
+    timings_ms: Timings
+
+
+class GeoJSONResponse(BaseModel):
+    """format=geojson: a FeatureCollection of the objects (width, height and model are foreign
+    members)."""
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature]
+    width: int
+    height: int
+    model: ModelRef
 
 
 class RLEMask(BaseModel):
@@ -109,15 +195,17 @@ class RLEMask(BaseModel):
     class_name: str = Field(alias="class", examples=["disc"])
     index: int = Field(examples=[1])
     size: list[int] = Field(description="[height, width]", examples=[[480, 640]])
-    counts: list[int] = Field(description="COCO uncompressed RLE: column-major runs, "
-                                          "starting with a run of zeros",
-                              examples=[[1200, 35, 445, 40]])
+    counts: str | list[int] = Field(
+        description="COCO RLE, column-major runs starting with zeros: pycocotools' compressed "
+                    "string (the default), or with rle=uncompressed the run lengths",
+        examples=["PlT11d?1N2M2N1O1O001O0O2N2M3Mbe0"])
 
 
 class RLEResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "width": 640, "height": 480, "classes": ["background", "disc"],
-        "rle": [{"class": "disc", "index": 1, "size": [480, 640], "counts": [1200, 35, 445]}],
+        "rle": [{"class": "disc", "index": 1, "size": [480, 640],
+                 "counts": "PlT11d?1N2M2N1O1O001O0O2N2M3Mbe0"}],
         "areas": {"background": 0.88, "disc": 0.12},
         "model": {"name": "model", "version": 1, "sha256": "3f2a9c…"},
         "timings_ms": {"decode": 2.1, "queue": 0.4, "inference": 38.0, "encode": 1.2}}]})
@@ -126,6 +214,9 @@ class RLEResponse(BaseModel):
     height: int
     classes: list[str]
     rle: list[RLEMask] = Field(description="one entry per class present in the mask")
+    confidence: EncodedImage | None = CONFIDENCE_FIELD
+    probabilities: EncodedArray | None = PROBABILITIES_FIELD
+    objects: list[SegmentObject] | None = OBJECTS_FIELD
     areas: dict[str, float]
     model: ModelRef
     timings_ms: Timings
@@ -140,7 +231,7 @@ class BatchItem(BaseModel):
 
     filename: str | None = None
     status: int = Field(description="the status this image alone would have had")
-    result: SegmentResponse | RLEResponse | None = None
+    result: SegmentResponse | RLEResponse | ObjectsResponse | GeoJSONResponse | None = None
     error: ErrorDetail | None = None
 
 

@@ -103,8 +103,25 @@ def sliding_window_mask(model: Model, image: torch.Tensor, tile: int = 512, over
                         batch_size: int = 1, normalize: Normalize | None = None) -> torch.Tensor:
     """Class indices (H, W) as uint8 for an image (1, C, H, W), tile by tile: the argmax of
     `sliding_window_logits`, without ever holding more than one tile's logits."""
+    return sliding_window_maps(model, image, tile, overlap, batch_size, normalize)[0]
+
+
+def sliding_window_maps(model: Model, image: torch.Tensor, tile: int = 512, overlap: int = 64,
+                        batch_size: int = 1, normalize: Normalize | None = None,
+                        confidence: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`sliding_window_mask`, and with `confidence` also `top_probability` (H, W) uint8, tile by
+    tile."""
     height, width = image.shape[-2:]
     mask = torch.empty(height, width, dtype=torch.uint8)
+    top = torch.empty(height, width, dtype=torch.uint8) if confidence else None
     for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size, normalize):
         mask[rows, cols] = part.argmax(0).to(torch.uint8)
-    return mask
+        if top is not None:
+            top[rows, cols] = top_probability(part[None])[0]
+    return mask, top
+
+
+def top_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) logits → (B, h, w) uint8: the winning class's softmax probability × 255,
+    rounded (255 only where that probability rounds to 1 at 8 bits)."""
+    return logits.float().softmax(1).amax(1).mul_(255).round_().to(torch.uint8)

@@ -4,24 +4,32 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, File, Path, Query, Request, UploadFile
+import orjson
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from app import errors
 from app.auth import APIKey
 from app.deps import RegistryDep, RuntimeDep, SettingsDep
 from app.formats import ALLOWED_TEXT
-from app.pipeline import Format, ModelVersion
+from app.objects import DEFAULT_TOLERANCE
+from app.pipeline import INCLUDES, JSON_FORMATS, Format, ModelVersion, Outputs
 from app.registry import Registry
 from app.responses import status_of
 from app.runtime import Runtime
-from app.schemas import BatchItem, RLEResponse, SegmentResponse, error_responses
+from app.schemas import (
+    BatchItem,
+    GeoJSONResponse,
+    ObjectsResponse,
+    RLEResponse,
+    SegmentResponse,
+    error_responses,
+)
 
 router = APIRouter(tags=["segmentation"], dependencies=[APIKey])
 T = TypeVar("T")
@@ -44,6 +52,7 @@ def upload_route(path: str) -> str:
 
 ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 PNG_BODY = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
+NPY_BODY = {"application/x-npy": {"schema": {"type": "string", "format": "binary"}}}
 # `format: binary` beside FastAPI's OpenAPI 3.1 `contentMediaType`: 3.0-era tools (and
 # Schemathesis, which then sends real image files among its samples) read it as a file.
 # One upload must hold a byte (an empty one is 400 empty_file). A batch answers each part in its
@@ -55,10 +64,44 @@ FileField = Annotated[UploadFile, File(description=f"the image: {ALLOWED_TEXT}",
 FilesField = Annotated[list[UploadFile], File(description="images as repeated 'file' parts",
                                               min_length=1,
                                               json_schema_extra={"items": FILE_PART})]
-FormatQuery = Annotated[Format, Query(alias="format",
-                                      description="body: json, png, rle or overlay")]
-BatchFormat = Annotated[Literal["json", "rle"],
-                        Query(alias="format", description="json or rle per item")]
+BatchFormat = Literal["json", "rle", "objects", "geojson"]
+FORMAT_TEXT = ("json (default: the mask as base64 PNG), png (the palette PNG), rle (COCO RLE per "
+               "class), overlay (the upload blended with the mask, PNG), npy (the uint8 mask as "
+               ".npy), objects (JSON: the objects, no mask) or geojson (the objects as a "
+               "FeatureCollection)")
+INCLUDE_TEXT = (f"for format={', '.join(JSON_FORMATS)}: a comma-separated list of "
+                f"{', '.join(INCLUDES)} (confidence: base64 one-band PNG, the winning class's "
+                "probability × 255; probabilities: base64 float16 .npy, classes × height × width, "
+                "up to DECONVSEG_MAX_PROBABILITY_PIXELS; objects: each class's connected "
+                "components with a GeoJSON polygon)")
+Include = Annotated[str | None, Query(description=INCLUDE_TEXT, examples=["confidence,objects"])]
+MinArea = Annotated[int, Query(ge=1, description="objects: leave out components smaller than "
+                                                  "this many pixels")]
+Tolerance = Annotated[float, Query(ge=0, le=1000, description="objects: polygon simplification "
+                                   "in pixels (0: rings exactly 0.25 px inside the pixel edges)")]
+RLEKind = Annotated[Literal["compressed", "uncompressed"],
+                    Query(description="rle: pycocotools' compressed counts string, or the run "
+                                      "list")]
+
+
+async def outputs(output: Annotated[Format, Query(alias="format", description=FORMAT_TEXT)]
+                  = Format.json, include: Include = None, min_area: MinArea = 1,
+                  tolerance: Tolerance = DEFAULT_TOLERANCE,
+                  rle: RLEKind = "compressed") -> Outputs:
+    return Outputs.parse(output, include, min_area=min_area, tolerance=tolerance,
+                         compressed_rle=rle == "compressed")
+
+
+async def batch_outputs(output: Annotated[BatchFormat, Query(
+                            alias="format", description="per item: json, rle, objects or geojson")]
+                        = "json", include: Include = None, min_area: MinArea = 1,
+                        tolerance: Tolerance = DEFAULT_TOLERANCE,
+                        rle: RLEKind = "compressed") -> Outputs:
+    return await outputs(Format(output), include, min_area, tolerance, rle)
+
+
+OutputsQuery = Annotated[Outputs, Depends(outputs)]
+BatchOutputsQuery = Annotated[Outputs, Depends(batch_outputs)]
 
 
 def batch_limit_as_configured(openapi: dict[str, Any], max_files: int) -> dict[str, Any]:
@@ -109,7 +152,7 @@ def _batch_item(filename: str | None, outcome: dict[str, Any] | errors.ServingEr
 
 async def _segment(request: Request, name: str | None, number: int | None,
                    file: UploadFile, registry: Registry, runtime: Runtime,
-                   output: Format) -> Response:
+                   output: Outputs) -> Response:
     started = time.perf_counter()
     data = await file.read()
     with registry.lease(name, number) as version:
@@ -122,7 +165,7 @@ async def _segment(request: Request, name: str | None, number: int | None,
 
 async def _segment_batch(request: Request, name: str | None, number: int | None,
                          files: list[UploadFile], registry: Registry, runtime: Runtime,
-                         max_files: int, output: str) -> Response:
+                         max_files: int, output: Outputs) -> Response:
     if len(files) > max_files:
         raise errors.TooLarge("too_many_files", f"{len(files)} files sent; the limit is "
                               f"{max_files} per request (DECONVSEG_MAX_BATCH_FILES)")
@@ -131,25 +174,30 @@ async def _segment_batch(request: Request, name: str | None, number: int | None,
     with registry.lease(name, number) as version:
         async with runtime.admission.request():
             outcomes = await _unless_disconnected(request, runtime.segment_batch(
-                version, [data for _, data in uploads], Format(output), started))
+                version, [data for _, data in uploads], output, started))
             items = [_batch_item(filename, outcome)
                      for (filename, _), outcome in zip(uploads, outcomes, strict=True)]
-            body = await runtime.run_io(lambda: json.dumps(items).encode())
+            body = await runtime.run_io(orjson.dumps, items)
     return Response(body, media_type="application/json", headers=model_headers(version))
 
 
 ModelName = Annotated[str, Path(description="a model in the repository")]
 VersionNumber = Annotated[int, Path(ge=1, description="a version of the model")]
-SEGMENT: dict[str, Any] = {"response_model": SegmentResponse | RLEResponse,
-           "responses": {200: {"description": "json or rle: JSON; png or overlay: image/png",
-                               "content": PNG_BODY}, **ERRORS}}
+SEGMENT: dict[str, Any] = {
+    "response_model": SegmentResponse | RLEResponse | ObjectsResponse | GeoJSONResponse,
+    "responses": {200: {"description": "json, rle, objects: JSON; png, overlay: image/png; "
+                                       "npy: application/x-npy; geojson: application/geo+json",
+                        "content": {**PNG_BODY, **NPY_BODY,
+                                    "application/geo+json": {"schema": {
+                                        "$ref": "#/components/schemas/GeoJSONResponse"}}}},
+                  **ERRORS}}
 BATCH: dict[str, Any] = {"response_model": list[BatchItem],
          "responses": {200: {"description": "one item per file, in upload order"}, **ERRORS}}
 
 
 @router.post("/segment", **SEGMENT)
 async def segment(request: Request, file: FileField, registry: RegistryDep, runtime: RuntimeDep,
-                  output: FormatQuery = Format.json) -> Response:
+                  output: OutputsQuery) -> Response:
     """Segment one image with the default model; the mask has the upload's (EXIF-oriented)
     width × height."""
     return await _segment(request, None, None, file, registry, runtime, output)
@@ -158,7 +206,7 @@ async def segment(request: Request, file: FileField, registry: RegistryDep, runt
 @router.post("/models/{name}/segment", **SEGMENT)
 async def segment_with_model(request: Request, name: ModelName, file: FileField,
                              registry: RegistryDep, runtime: RuntimeDep,
-                             output: FormatQuery = Format.json) -> Response:
+                             output: OutputsQuery) -> Response:
     """Segment one image with the named model's serving version."""
     return await _segment(request, name, None, file, registry, runtime, output)
 
@@ -166,7 +214,7 @@ async def segment_with_model(request: Request, name: ModelName, file: FileField,
 @router.post("/models/{name}/versions/{version}/segment", **SEGMENT)
 async def segment_with_version(request: Request, name: ModelName, version: VersionNumber,
                                file: FileField, registry: RegistryDep, runtime: RuntimeDep,
-                               output: FormatQuery = Format.json) -> Response:
+                               output: OutputsQuery) -> Response:
     """Segment one image with one version of the named model."""
     return await _segment(request, name, version, file, registry, runtime, output)
 
@@ -174,7 +222,7 @@ async def segment_with_version(request: Request, name: ModelName, version: Versi
 @router.post("/segment/batch", **BATCH)
 async def segment_batch(request: Request, file: FilesField, registry: RegistryDep,
                         runtime: RuntimeDep, settings: SettingsDep,
-                        output: BatchFormat = "json") -> Response:
+                        output: BatchOutputsQuery) -> Response:
     """Segment several images with the default model; a failing image is reported in its own
     item."""
     return await _segment_batch(request, None, None, file, registry, runtime,
@@ -185,7 +233,7 @@ async def segment_batch(request: Request, file: FilesField, registry: RegistryDe
 async def segment_batch_with_model(request: Request, name: ModelName, file: FilesField,
                                    registry: RegistryDep, runtime: RuntimeDep,
                                    settings: SettingsDep,
-                                   output: BatchFormat = "json") -> Response:
+                                   output: BatchOutputsQuery) -> Response:
     """Segment several images with the named model's serving version."""
     return await _segment_batch(request, name, None, file, registry, runtime,
                                 settings.max_batch_files, output)
@@ -195,7 +243,7 @@ async def segment_batch_with_model(request: Request, name: ModelName, file: File
 async def segment_batch_with_version(request: Request, name: ModelName, version: VersionNumber,
                                      file: FilesField, registry: RegistryDep,
                                      runtime: RuntimeDep, settings: SettingsDep,
-                                     output: BatchFormat = "json") -> Response:
+                                     output: BatchOutputsQuery) -> Response:
     """Segment several images with one version of the named model."""
     return await _segment_batch(request, name, version, file, registry, runtime,
                                 settings.max_batch_files, output)

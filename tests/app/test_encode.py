@@ -3,6 +3,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 from app.encode import areas, mask_png, overlay_png, rle_by_class, rle_encode
 from model.classes import default_palette
@@ -16,15 +17,24 @@ def test_rle_is_column_major_and_starts_with_zeros():
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 600), (33, 17), (5, 5)])
-def test_rle_per_class_rebuilds_the_mask(shape):
+def test_uncompressed_rle_per_class_rebuilds_the_mask(shape):
     mask = np.random.default_rng(0).integers(0, 3, shape).astype(np.uint8)
     rebuilt = np.full(shape, 255, np.uint8)
-    for entry in rle_by_class(mask, CLASSES):
+    for entry in rle_by_class(mask, CLASSES, compressed=False):
         assert entry["size"] == list(shape) and entry["class"] == CLASSES[entry["index"]]
         part = coco_decode(entry["counts"], *shape).astype(bool)
         assert (rebuilt[part] == 255).all()
         rebuilt[part] = entry["index"]
     assert np.array_equal(rebuilt, mask)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 600), (33, 17), (300, 200)])
+def test_compressed_rle_decodes_with_pycocotools_to_each_class(shape):
+    mask = np.random.default_rng(1).integers(0, 3, shape).astype(np.uint8)
+    for entry in rle_by_class(mask, CLASSES):
+        assert isinstance(entry["counts"], str) and entry["size"] == list(shape)
+        decoded = coco_mask.decode({"size": entry["size"], "counts": entry["counts"].encode()})
+        assert np.array_equal(decoded.astype(bool), mask == entry["index"])
 
 
 def test_rle_lists_only_present_classes():

@@ -79,8 +79,10 @@ def test_buckets_group_exact_shapes_and_isolate_tiled_images(checkpoint):
     seg = segmenter(checkpoint, tile_size=32, tile_overlap=8)
     a, b = (seg.prepare(random_image(20, 30, seed=s)) for s in (0, 1))
     big1, big2 = (seg.prepare(random_image(40, 40, seed=s)) for s in (0, 1))
-    assert seg.bucket(a) == seg.bucket(b) == ((20, 30), False)
+    assert seg.bucket(a) == seg.bucket(b) == ((20, 30), False, False)
     b.probabilities = True  # asking for probabilities takes another path: another batch
+    assert seg.bucket(b) != seg.bucket(a)
+    b.probabilities, b.confidence = False, True  # and so does asking for confidence
     assert seg.bucket(b) != seg.bucket(a)
     assert seg.bucket(seg.prepare(random_image(30, 20))) != seg.bucket(a)
     assert seg.bucket(big1) != seg.bucket(big2)
@@ -98,7 +100,7 @@ def test_warm_up_runs_without_requests(checkpoint):
 def test_probabilities_come_with_the_same_mask_and_sum_to_one(checkpoint, size, options):
     seg = segmenter(checkpoint, **options)
     item = seg.prepare(random_image(*size, seed=3))
-    mask, probabilities = seg.probabilities(item)
+    mask, probabilities, _ = seg.probabilities(item)
     assert np.array_equal(mask, seg.predict([item])[0])
     assert probabilities.dtype == np.float16 and probabilities.shape == (3, *size)
     assert np.allclose(probabilities.astype(np.float32).sum(axis=0), 1, atol=3e-3)

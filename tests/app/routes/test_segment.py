@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as coco_mask
 from starlette.requests import Request
 
 from app.errors import ClientGone
@@ -58,13 +59,27 @@ async def test_png_is_one_band_palette_image_equal_to_the_json_mask(client):
     assert np.array_equal(np.asarray(image), json_mask)
 
 
-async def test_rle_decodes_to_the_png_mask(client):
+async def test_rle_is_compressed_coco_that_pycocotools_decodes_to_the_png_mask(client):
     data = image_bytes(21, 13, seed=3)
     png_mask = np.asarray(Image.open(io.BytesIO((await post_image(client, data, "png")).content)))
     body = RLEResponse.model_validate((await post_image(client, data, "rle")).json())
     rebuilt = np.full((13, 21), 255, np.uint8)
     for entry in body.rle:
         assert entry.size == [13, 21] and entry.class_name == body.classes[entry.index]
+        assert isinstance(entry.counts, str)
+        rle = {"size": entry.size, "counts": entry.counts.encode()}
+        rebuilt[coco_mask.decode(rle).astype(bool)] = entry.index
+    assert np.array_equal(rebuilt, png_mask)
+
+
+async def test_uncompressed_rle_is_the_run_list_of_the_coco_spec(client):
+    data = image_bytes(21, 13, seed=3)
+    png_mask = np.asarray(Image.open(io.BytesIO((await post_image(client, data, "png")).content)))
+    r = await client.post("/segment?format=rle&rle=uncompressed",
+                          files={"file": ("x.png", data, "image/png")})
+    rebuilt = np.full((13, 21), 255, np.uint8)
+    for entry in RLEResponse.model_validate(r.json()).rle:
+        assert isinstance(entry.counts, list)
         rebuilt[coco_decode(entry.counts, 13, 21).astype(bool)] = entry.index
     assert np.array_equal(rebuilt, png_mask)
 
