@@ -1,15 +1,17 @@
-"""Command-line client: `python -m app.client IMAGE... [--url URL] [--format png|overlay|json]
+"""Command-line client: `python -m app.client IMAGE... [--url URL] [--format FORMAT]
+[--include confidence,probabilities,objects] [--min-area PX] [--tolerance PX]
 [--model NAME [--version N]]`.
 
 Posts the images to `POST /segment` (or the named model's route) concurrently and writes one
-output per image into --out:
-`<stem>.mask.png` (png), `<stem>.overlay.png` (overlay) or `<stem>.json` (json).
+output per image into --out, named by SUFFIXES: `<stem>.mask.png` (png), `<stem>.overlay.png`
+(overlay), `<stem>.json` (json, objects), `<stem>.geojson` (geojson) or `<stem>.npy` (npy).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import mimetypes
 import os
 import sys
@@ -23,7 +25,10 @@ from tqdm import tqdm
 from app.formats import ALLOWED_TEXT
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 3  # 2: usage errors, exited by argparse
-SUFFIXES = {"png": ".mask.png", "overlay": ".overlay.png", "json": ".json"}
+SUFFIXES = {"png": ".mask.png", "overlay": ".overlay.png", "json": ".json", "objects": ".json",
+            "geojson": ".geojson", "npy": ".npy"}
+INCLUDABLE = ("confidence", "probabilities", "objects")
+INCLUDE_FORMATS = ("json", "objects")  # the formats whose JSON --include adds fields to
 EPILOG = """exit status:
   0  every image was segmented and its output written
   1  at least one image failed: the server refused it (the API's message is printed)
@@ -44,6 +49,36 @@ class Unreachable(Exception):
     """The server did not answer: connection refused, unknown host, or a timeout."""
 
 
+def include_list(text: str) -> str:
+    """`--include`'s comma list, checked and normalised (`confidence,objects`)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in INCLUDABLE]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: choose from {', '.join(INCLUDABLE)} (comma-separated)")
+    return ",".join(dict.fromkeys(names))
+
+
+def min_area(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of pixels, at least 1")
+    return value
+
+
+def tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: a distance in pixels, 0 or more")
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deconvseg", description="Segment images with a running deconvseg server.",
@@ -54,7 +89,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="server base URL (default: $DECONVSEG_URL or %(default)s)")
     parser.add_argument("--format", choices=list(SUFFIXES), default="png",
                         help="png: the mask (palette PNG); overlay: the image with the mask "
-                             "blended in; json: classes, areas, timings, base64 mask")
+                             "blended in; json: classes, areas, timings, base64 mask; objects: "
+                             "json's fields and each object's polygon, without the mask; geojson: "
+                             "the objects as a FeatureCollection in pixel coordinates; npy: the "
+                             "(H, W) uint8 class mask as a NumPy file")
+    parser.add_argument("--include", type=include_list, metavar="FIELDS",
+                        help=f"with --format {' or '.join(INCLUDE_FORMATS)}: extra fields, "
+                             f"comma-separated from {', '.join(INCLUDABLE)}")
+    parser.add_argument("--min-area", type=min_area, metavar="PX",
+                        help="objects smaller than this many pixels are left out "
+                             "(default: the server's)")
+    parser.add_argument("--tolerance", type=tolerance, metavar="PX",
+                        help="polygon simplification: how far, in pixels, an outline may move "
+                             "(default: the server's)")
     parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
                         help="output folder, created if missing (default: current folder)")
     parser.add_argument("--concurrency", type=int, default=4, metavar="N",
@@ -69,6 +116,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="one version of --model; default: its serving version")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def option_params(args: argparse.Namespace) -> dict[str, str]:
+    """The options given, as the upload route's query parameters; the rest keep the server's
+    defaults."""
+    given = {"include": args.include, "min_area": args.min_area, "tolerance": args.tolerance}
+    return {name: str(value) for name, value in given.items() if value is not None}
 
 
 def output_path(image: Path, fmt: str, out: Path) -> Path:
@@ -116,7 +170,8 @@ def segment_path(model: str | None = None, version: int | None = None) -> str:
 
 
 async def segment_one(client: httpx.AsyncClient, image: Path, fmt: str, out: Path,
-                      limit: asyncio.Semaphore, path: str = "/segment") -> Outcome:
+                      limit: asyncio.Semaphore, path: str = "/segment",
+                      params: dict[str, str] | None = None) -> Outcome:
     async with limit:
         try:
             data = await asyncio.to_thread(image.read_bytes)
@@ -124,7 +179,7 @@ async def segment_one(client: httpx.AsyncClient, image: Path, fmt: str, out: Pat
             return Outcome(image, error=f"cannot read it: {exc.strerror}")
         media = mimetypes.guess_type(image.name)[0] or "application/octet-stream"
         try:
-            response = await client.post(path, params={"format": fmt},
+            response = await client.post(path, params={"format": fmt, **(params or {})},
                                          files={"file": (image.name, data, media)})
         except httpx.TransportError as exc:
             return Outcome(image, error=describe_transport_error(exc, client), unreachable=True)
@@ -141,8 +196,10 @@ async def segment_one(client: httpx.AsyncClient, image: Path, fmt: str, out: Pat
 async def segment_all(images: Sequence[Path], fmt: str, out: Path, url: str, *,
                       concurrency: int = 4, timeout: float = 60.0, api_key: str | None = None,
                       quiet: bool = False, path: str = "/segment",
+                      params: dict[str, str] | None = None,
                       transport: httpx.AsyncBaseTransport | None = None) -> list[Outcome]:
-    """Outcomes in input order, at most `concurrency` requests in flight.
+    """Outcomes in input order, at most `concurrency` requests in flight; `params` are added
+    to each upload's query string (`include`, `min_area`, `tolerance`).
 
     Raises Unreachable when the server does not answer `GET /healthz` before any upload.
     """
@@ -155,7 +212,7 @@ async def segment_all(images: Sequence[Path], fmt: str, out: Path, url: str, *,
         except httpx.TransportError as exc:
             raise Unreachable(describe_transport_error(exc, client)) from None
         limit = asyncio.Semaphore(concurrency)
-        tasks = [asyncio.create_task(segment_one(client, image, fmt, out, limit, path))
+        tasks = [asyncio.create_task(segment_one(client, image, fmt, out, limit, path, params))
                  for image in images]
         with tqdm(total=len(tasks), unit="image", file=sys.stderr, disable=quiet,
                   dynamic_ncols=True) as bar:
@@ -182,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout must be positive")
     if args.version is not None and (args.model is None or args.version < 1):
         parser.error("--version needs --model and a version ≥ 1")
+    if args.include and args.format not in INCLUDE_FORMATS:
+        parser.error(f"--include works with --format {' or '.join(INCLUDE_FORMATS)}, "
+                     f"not {args.format}")
     problem = check_inputs(args.images, args.format, args.out)
     if problem:
         parser.error(problem)
@@ -193,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcomes = asyncio.run(segment_all(
             args.images, args.format, args.out, args.url.rstrip("/"),
             concurrency=args.concurrency, timeout=args.timeout, api_key=args.api_key,
-            quiet=args.quiet, path=segment_path(args.model, args.version)))
+            quiet=args.quiet, path=segment_path(args.model, args.version),
+            params=option_params(args)))
     except Unreachable as exc:
         print(f"deconvseg: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 from pydantic import SecretStr
@@ -13,7 +14,9 @@ from app.client import (
     EXIT_FAILED,
     EXIT_UNREACHABLE,
     exit_status,
+    get_args_parser,
     main,
+    option_params,
     output_path,
     segment_all,
     segment_path,
@@ -46,6 +49,9 @@ def test_output_name_is_the_stem_with_the_format_suffix(tmp_path):
     assert output_path(image, "png", tmp_path) == tmp_path / "cat.v2.mask.png"
     assert output_path(image, "overlay", tmp_path) == tmp_path / "cat.v2.overlay.png"
     assert output_path(image, "json", tmp_path) == tmp_path / "cat.v2.json"
+    assert output_path(image, "objects", tmp_path) == tmp_path / "cat.v2.json"
+    assert output_path(image, "geojson", tmp_path) == tmp_path / "cat.v2.geojson"
+    assert output_path(image, "npy", tmp_path) == tmp_path / "cat.v2.npy"
 
 
 @pytest.mark.parametrize("fmt", ["png", "overlay", "json"])
@@ -207,3 +213,48 @@ def test_a_version_without_a_model_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main([str(image), "--version", "2"])
     assert info.value.code == 2 and "--version needs --model" in capsys.readouterr().err
+
+
+async def test_npy_output_is_the_png_mask_as_a_uint8_height_by_width_array(transport, tmp_path):
+    (image,) = write_images(tmp_path, "a.png")
+    npy, png = [(await segment_all([image], fmt, tmp_path, "http://test", quiet=True,
+                                   transport=transport))[0].output for fmt in ("npy", "png")]
+    labels = np.load(npy)
+    assert labels.dtype == np.uint8 and labels.shape == (12, 20)
+    with Image.open(png) as mask:
+        assert np.array_equal(labels, np.asarray(mask))
+
+
+async def test_include_adds_its_fields_to_the_json_output(transport, tmp_path):
+    (image,) = write_images(tmp_path, "a.png")
+    (outcome,) = await segment_all([image], "json", tmp_path, "http://test", quiet=True,
+                                   params={"include": "confidence,objects"}, transport=transport)
+    body = json.loads(outcome.output.read_bytes())
+    assert {"mask", "confidence", "objects"} <= body.keys() and "probabilities" not in body
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--include", "confidence,mask"], "argument --include: 'confidence,mask': choose from "
+                                       "confidence, probabilities, objects"),
+    (["--include", ","], "argument --include: ',': choose from"),
+    (["--min-area", "0"], "argument --min-area: '0': a whole number of pixels, at least 1"),
+    (["--min-area", "2.5"], "argument --min-area: '2.5': a whole number of pixels"),
+    (["--tolerance", "-1"], "argument --tolerance: '-1': a distance in pixels, 0 or more"),
+    (["--tolerance", "nan"], "argument --tolerance: 'nan': a distance in pixels"),
+    (["--format", "png", "--include", "objects"],
+     "--include works with --format json or objects, not png"),
+])
+def test_a_bad_option_is_a_one_line_usage_error_before_any_request(tmp_path, capsys, flags,
+                                                                    message):
+    (image,) = write_images(tmp_path, "a.png")
+    with pytest.raises(SystemExit) as info:
+        main([str(image), "--url", f"http://127.0.0.1:{free_port()}", *flags])
+    err = capsys.readouterr().err.splitlines()
+    assert info.value.code == 2 and err[-1].startswith("deconvseg: error: ")
+    assert message in err[-1]
+
+
+def test_options_given_become_query_parameters_and_the_rest_are_left_out():
+    args = get_args_parser().parse_args(["a.png", "--include", " objects, confidence,objects",
+                                         "--tolerance", "1.5"])
+    assert option_params(args) == {"include": "objects,confidence", "tolerance": "1.5"}

@@ -10,12 +10,14 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from playwright.sync_api import sync_playwright
 
 from tests.e2e.conftest import serve
@@ -66,6 +68,33 @@ def canvas_pixels(page) -> np.ndarray:
     url = page.eval_on_selector("#overlay", "canvas => canvas.toDataURL('image/png')")
     data = base64.b64decode(url.split(",", 1)[1])
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+def show(page, server: str, scene: bytes) -> None:
+    page.goto(f"{server}/")
+    upload(page, "scene.jpg", scene, "image/jpeg")
+    page.wait_for_selector("#result[data-state=done]")
+
+
+def segment_json(server: str, scene: bytes) -> dict:
+    """The API's answer to the page's own request."""
+    return httpx.post(f"{server}/segment", params={"format": "json",
+                                                   "include": "confidence,objects"},
+                      files={"file": ("scene.jpg", scene)}, timeout=60).json()
+
+
+def distance_to_rings(rings: list, shape: tuple[int, int]) -> np.ndarray:
+    """Each pixel's distance to the nearest ring (drawn one pixel wide), (H, W) float32."""
+    lines = Image.new("L", shape[::-1], 255)
+    draw = ImageDraw.Draw(lines)
+    for ring in rings:  # PIL puts pixel centres at integers, the API at half-integers
+        draw.line([(x - 0.5, y - 0.5) for x, y in ring], fill=0)
+    return cv2.distanceTransform(np.asarray(lines), cv2.DIST_L2, 5)
+
+
+def two_decimals(score: float) -> str:
+    """As JavaScript's toFixed(2) writes the float: its exact value, ties away from zero."""
+    return str(Decimal(score).quantize(Decimal("0.01"), ROUND_HALF_UP))
 
 
 def test_upload_shows_overlay_legend_latency_and_download(page, server):
@@ -174,3 +203,65 @@ def test_with_an_api_key_the_page_asks_for_it_then_works(page, keyed_server):
     assert alert.is_hidden()
     upload(page, "scene.jpg", scene_jpeg(64, 1), "image/jpeg")
     page.wait_for_selector("#result[data-state=done]")
+
+
+def test_the_heat_layer_colours_the_image_by_confidence_and_unticks_back_to_the_mask(page,
+                                                                                     server):
+    scene = scene_jpeg(128, 3)
+    data = base64.b64decode(segment_json(server, scene)["confidence"]["data"])
+    confidence = np.asarray(Image.open(io.BytesIO(data)))
+    show(page, server, scene)
+    page.fill("#opacity", "100")
+    mask = canvas_pixels(page)
+
+    page.check("#heat")
+
+    heat = canvas_pixels(page)
+    assert page.inner_text("#overlay-caption") == "Confidence heat map"
+    levels = np.unique(confidence)
+    colours = [np.unique(heat[confidence == level], axis=0) for level in levels]
+    assert len(levels) > 1 and all(len(c) == 1 for c in colours)  # one colour per level
+    brightness = np.array([int(c[0].sum()) for c in colours])
+    assert brightness[0] < brightness[-1] and np.all(np.diff(brightness) >= -2)  # rounding
+    page.uncheck("#heat")
+    assert np.array_equal(canvas_pixels(page), mask)
+    assert page.inner_text("#overlay-caption") == "Mask overlay"
+
+
+def test_the_object_list_shows_each_objects_class_area_and_score(page, server):
+    scene = scene_jpeg(128, 5)
+    objects = segment_json(server, scene)["objects"]
+    show(page, server, scene)
+
+    rows = page.locator("#objects tr")
+    shown = [[rows.nth(i).locator("td").nth(k).inner_text() for k in range(3)]
+             for i in range(rows.count())]
+
+    assert page.inner_text("#object-count") == f"({len(objects)})" and objects
+    assert [row[:2] for row in shown] == [[f"{n}. {o['class']}", f"{o['area']:,}"]
+                                          for n, o in enumerate(objects, 1)]
+    assert [row[2] for row in shown] == [two_decimals(o["score"]) for o in objects]
+
+
+def test_hovering_an_object_row_outlines_that_object_and_its_holes(page, server):
+    scene = scene_jpeg(256, 11)
+    objects = segment_json(server, scene)["objects"]
+    show(page, server, scene)
+    before = canvas_pixels(page)
+    # the object with the most holes, then the largest: in this scene, a ring with its hole
+    n = max(range(len(objects)), key=lambda i: (len(objects[i]["polygon"]["coordinates"]),
+                                                objects[i]["area"]))
+    rings = objects[n]["polygon"]["coordinates"]
+    assert len(rings) > 1
+    scale = page.eval_on_selector("#overlay", "c => Math.max(c.width / c.clientWidth, "
+                                              "c.height / c.clientHeight)")  # image px per CSS px
+
+    page.hover(f"#objects tr >> nth={n}")
+
+    changed = np.any(canvas_pixels(page) != before, axis=-1)
+    # the dark stroke is 4 CSS px wide; 2 px more for antialiasing and PIL's whole pixels
+    assert distance_to_rings(rings, changed.shape)[changed].max() <= 2 * scale + 2
+    for ring in rings:  # the exterior and every hole
+        assert changed[distance_to_rings([ring], changed.shape) == 0].mean() > 0.9
+    page.mouse.move(0, 0)
+    assert np.array_equal(canvas_pixels(page), before)
