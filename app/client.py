@@ -22,13 +22,14 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from app.formats import ALLOWED_TEXT
+from app.formats import ALLOWED_TEXT, INCLUDES
+from app.formats import INCLUDE_FORMATS as SERVER_INCLUDE_FORMATS
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 3  # 2: usage errors, exited by argparse
 SUFFIXES = {"png": ".mask.png", "overlay": ".overlay.png", "json": ".json", "objects": ".json",
             "geojson": ".geojson", "npy": ".npy"}
-INCLUDABLE = ("confidence", "probabilities", "objects")
-INCLUDE_FORMATS = ("json", "objects")  # the formats whose JSON --include adds fields to
+# --include works with the JSON formats the CLI writes (rle is not one of them)
+INCLUDE_FORMATS = tuple(f for f in SERVER_INCLUDE_FORMATS if f in SUFFIXES)
 EPILOG = """exit status:
   0  every image was segmented and its output written
   1  at least one image failed: the server refused it (the API's message is printed)
@@ -52,10 +53,10 @@ class Unreachable(Exception):
 def include_list(text: str) -> str:
     """`--include`'s comma list, checked and normalised (`confidence,objects`)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in INCLUDABLE]
+    unknown = [name for name in names if name not in INCLUDES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: choose from {', '.join(INCLUDABLE)} (comma-separated)")
+            f"{text!r}: choose from {', '.join(INCLUDES)} (comma-separated)")
     return ",".join(dict.fromkeys(names))
 
 
@@ -95,7 +96,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "(H, W) uint8 class mask as a NumPy file")
     parser.add_argument("--include", type=include_list, metavar="FIELDS",
                         help=f"with --format {' or '.join(INCLUDE_FORMATS)}: extra fields, "
-                             f"comma-separated from {', '.join(INCLUDABLE)}")
+                             f"comma-separated from {', '.join(INCLUDES)}")
     parser.add_argument("--min-area", type=min_area, metavar="PX",
                         help="objects smaller than this many pixels are left out "
                              "(default: the server's)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -39,6 +40,13 @@ def npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
+
+
+def gzip(data: bytes) -> bytes:
+    """A gzip member (Content-Encoding: gzip) at level 1: JSON coordinates and a raw .npy mask
+    shrink 3–50×, at ~10 ms per MB."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 16 + 15: the gzip container
+    return packer.compress(data) + packer.flush()
 
 
 def base64_text(data: bytes) -> str:

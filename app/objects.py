@@ -46,14 +46,15 @@ def find_objects(mask: np.ndarray, classes: list[str], confidence: np.ndarray | 
     its pixels, or None without one) and polygon (a GeoJSON Polygon geometry)."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be ≥ 0, got {tolerance}")
-    found = sorted(_components(mask, min_area), key=lambda c: (c.bbox[1], c.bbox[0], c.index))
-    objects, polygons = [], []
+    found = sorted(_components(mask, min_area), key=lambda c: (c.bbox[1], c.bbox[0], c.class_index))
+    objects: list[dict[str, Any]] = []
+    polygons: list[shapely.Polygon] = []
     for c in found:
         x, y, w, h = c.bbox
         score = None
         if confidence is not None:
             score = round(cv2.mean(confidence[y:y + h, x:x + w], mask=c.pixels)[0] / 255, 4)
-        objects.append({"class": classes[c.index], "index": c.index, "area": c.area,
+        objects.append({"class": classes[c.class_index], "index": c.class_index, "area": c.area,
                         "bbox": list(c.bbox),
                         "centroid": [round(c.centroid[0] + 0.5, 3), round(c.centroid[1] + 0.5, 3)],
                         "score": score})
@@ -63,11 +64,11 @@ def find_objects(mask: np.ndarray, classes: list[str], confidence: np.ndarray | 
         # OpenCV's Douglas–Peucker is fast but may make a ring cross itself or a hole; those
         # few are simplified again from the exact rings, preserving topology.
         for i in np.flatnonzero(~shapely.is_valid(shapes)).tolist():
-            x, y, _, _ = objects[i]["bbox"]
+            x, y, _, _ = found[i].bbox
             exact = _polygon(found[i].pixels, x, y, 0.0)
             shapes[i] = shapely.simplify(exact, tolerance, preserve_topology=True)
         shapes = shapely.orient_polygons(shapes, exterior_cw=False)
-    for obj, shape in zip(objects, shapes, strict=True):
+    for obj, shape in zip(objects, shapes.tolist(), strict=True):
         obj["polygon"] = {"type": "Polygon", "coordinates": _coordinates(shape)}
     return objects
 
@@ -82,7 +83,7 @@ def feature_collection(objects: list[dict[str, Any]], **members: Any) -> dict[st
 
 
 class _Component(NamedTuple):
-    index: int  # its class
+    class_index: int
     bbox: tuple[int, int, int, int]  # x, y, w, h
     area: int
     centroid: tuple[float, float]  # mean column and row index of its pixels
@@ -96,9 +97,9 @@ def _components(mask: np.ndarray, min_area: int) -> Iterator[_Component]:
         foreground, 8, cv2.CV_32S, cv2.CCL_BBDT)
     # A foreground pixel with a neighbour of another non-background class: its component holds
     # several classes and is split again below.
-    highest = cv2.dilate(mask, _SQUARE)
-    lowest = cv2.erode(cv2.bitwise_or(mask, cv2.compare(mask, 0, cv2.CMP_EQ)), _SQUARE)  # bg→255
-    mixed = foreground.view(bool) & ((highest != mask) | (lowest != mask))
+    shifted = mask - np.uint8(1)  # the background wraps round to 255: never the lowest
+    mixed = foreground.view(bool) & ((cv2.dilate(mask, _SQUARE) != mask) |
+                                     (cv2.erode(shifted, _SQUARE) != shifted))
     split = np.zeros(count, bool)
     split[np.unique(labels[mixed])] = True
     for label in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_area).tolist():
@@ -127,21 +128,56 @@ def _polygon(component: np.ndarray, x0: int, y0: int, tolerance: float) -> shape
     """A component's exterior ring and holes, each simplified by `tolerance` px, in image
     coordinates (possibly invalid after simplification: the caller checks)."""
     fine = _upsampled(component)
-    contours, hierarchy = cv2.findContours(fine, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    contours, hierarchy = cv2.findContours(fine, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     outer = [i for i, (_, _, _, parent) in enumerate(hierarchy[0]) if parent < 0]
     if len(outer) != 1:
         raise ValueError(f"expected one 8-connected component, found {len(outer)}")
     holes = [i for i, (_, _, _, parent) in enumerate(hierarchy[0]) if parent == outer[0]]
 
-    def image_xy(contour: np.ndarray) -> np.ndarray:
+    def image_xy(contour: np.ndarray, hole: bool) -> np.ndarray:
+        ring = _outline(contour[:, 0, :], fine, hole)
         if tolerance > 0:
-            simplified = cv2.approxPolyDP(contour, 2 * tolerance, closed=True)
+            simplified = cv2.approxPolyDP(ring[:, None, :], 2 * tolerance, closed=True)[:, 0]
             if len(simplified) >= 3 and cv2.contourArea(simplified) > 0:
-                contour = simplified
-        # Sub-pixel (col, row) of the padded 2× grid has its centre at ((col - 0.5) / 2, ...).
-        return (contour[:, 0, :] - 0.5) / 2 + (x0, y0)
+                ring = simplified
+        # Corner k of the padded 2× grid is (k - 1) / 2 in the image.
+        return (ring - 1) / 2 + (x0, y0)
 
-    return shapely.Polygon(image_xy(contours[outer[0]]), [image_xy(contours[i]) for i in holes])
+    return shapely.Polygon(image_xy(contours[outer[0]], False),
+                           [image_xy(contours[i], True) for i in holes])
+
+
+def _outline(points: np.ndarray, fine: np.ndarray, hole: bool) -> np.ndarray:
+    """A traced border (the centres of its boundary sub-pixels, one step apart) → the edges of
+    its sub-pixel squares: the corners of a rectilinear ring, in 2×-grid corner coordinates.
+
+    Each diagonal step goes round through the foreground sub-pixel beside it (there is one: no
+    two foreground sub-pixels touch only at a corner). Then every corner sub-pixel's centre
+    moves half a sub-pixel out along both of its sides' normals."""
+    steps = _next(points) - points
+    diagonal = (steps[:, 0] != 0) & (steps[:, 1] != 0)
+    if diagonal.any():
+        sideways = points + steps * (1, 0)
+        corner = np.where((fine[sideways[:, 1], sideways[:, 0]] != 0)[:, None], sideways,
+                          points + steps * (0, 1))
+        keep = np.stack([np.ones(len(points), bool), diagonal], axis=1)
+        points = np.stack([points, corner], axis=1)[keep]  # each point, then its corner if any
+        steps = _next(points) - points
+    out = steps
+    into = np.concatenate((out[-1:], out[:-1]))
+    turns = (out != into).any(axis=1)
+    vertices, out, into = points[turns] + 0.5, out[turns], into[turns]
+    # The outward normal (away from the foreground) of a step (dx, dy) is (dy, -dx) along a
+    # ring of positive signed area, the opposite otherwise; along a hole, the other way again.
+    sign = 0.5 if (cv2.contourArea(vertices.astype(np.float32), oriented=True) > 0) != hole \
+        else -0.5
+    normals = into + out  # both sides' directions; the normal is this turned a quarter
+    return (vertices + sign * np.stack([normals[:, 1], -normals[:, 0]], axis=1)
+            ).astype(np.float32)
+
+
+def _next(points: np.ndarray) -> np.ndarray:
+    return np.concatenate((points[1:], points[:1]))
 
 
 def _upsampled(component: np.ndarray) -> np.ndarray:
@@ -161,5 +197,6 @@ def _upsampled(component: np.ndarray) -> np.ndarray:
 
 def _coordinates(polygon: shapely.Polygon) -> list[Ring]:
     """GeoJSON Polygon coordinates (closed rings, exterior first) of a shapely polygon."""
-    rings = [polygon.exterior, *polygon.interiors]
-    return [shapely.get_coordinates(ring).tolist() for ring in rings]
+    rings = [shapely.get_coordinates(ring) for ring in [polygon.exterior, *polygon.interiors]]
+    # Pixel edges are whole numbers: written without a fraction, the body is a fifth smaller.
+    return [(ring.astype(np.int64) if not (ring % 1).any() else ring).tolist() for ring in rings]

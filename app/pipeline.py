@@ -22,6 +22,7 @@ from app import encode
 from app.batcher import Lane
 from app.decode import check_pixels, decode_image
 from app.errors import InvalidInput, TooLarge
+from app.formats import INCLUDE_FORMATS, INCLUDES
 from app.inference import InferenceOptions, Prepared, Segmenter, resolve_backend
 from app.metrics import Metrics
 from app.model_config import ServingOptions
@@ -40,10 +41,25 @@ class Format(StrEnum):
     geojson = "geojson"  # the objects as a GeoJSON FeatureCollection
 
 
-JSON_FORMATS = (Format.json, Format.rle, Format.objects)  # the ones `include` applies to
-INCLUDES = ("confidence", "probabilities", "objects")
+JSON_FORMATS = tuple(Format(name) for name in INCLUDE_FORMATS)  # the ones `include` applies to
 MEDIA_TYPES = {Format.png: "image/png", Format.overlay: "image/png",
                Format.npy: "application/x-npy", Format.geojson: "application/geo+json"}
+# Sent gzip-compressed when the client accepts it (PNG is compressed already).
+COMPRESSIBLE = (Format.json, Format.rle, Format.objects, Format.geojson, Format.npy)
+MIN_COMPRESSED_BYTES = 1024
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header takes gzip (RFC 9110: a coding with q=0 is refused)."""
+    for item in (accept_encoding or "").lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params.strip() or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,7 @@ class Outputs:
     min_area: int = 1  # pixels: smaller objects are left out
     tolerance: float = DEFAULT_TOLERANCE  # px: polygon simplification
     compressed_rle: bool = True
+    gzip: bool = False  # the client accepts Content-Encoding: gzip
 
     @classmethod
     def parse(cls, fmt: Format, include: str | None = None, **options: Any) -> Outputs:
@@ -89,6 +106,13 @@ class Limits:
     max_pixels: int
     max_side: int
     max_probability_pixels: int
+
+
+@dataclass(frozen=True)
+class Encoded:
+    body: bytes
+    media_type: str
+    content_encoding: str | None = None
 
 
 @dataclass
@@ -204,8 +228,9 @@ class ModelVersion:
         doc["model"] = self.label
         return doc
 
-    def encode(self, seg: Segmented, out: Outputs) -> tuple[bytes, str]:
-        """The response body and its media type (I/O thread); records the encode time."""
+    def encode(self, seg: Segmented, out: Outputs) -> Encoded:
+        """The response body, its media type and content coding (I/O thread); records the
+        encode time."""
         t0 = time.perf_counter()
         if out.format is Format.png:
             body = encode.mask_png(seg.mask, self.ckpt.palette)
@@ -216,12 +241,16 @@ class ModelVersion:
             body = encode.npy(seg.mask)
         else:
             doc = self.document(seg, out)
-            self.timed(seg, "encode", time.perf_counter() - t0)
-            if out.format is not Format.geojson:
+            if out.format is not Format.geojson:  # the body's own encode time: the document's
+                seg.timings_ms["encode"] = round((time.perf_counter() - t0) * 1000, 3)
                 doc["timings_ms"] = seg.timings_ms
-            return orjson.dumps(doc), MEDIA_TYPES.get(out.format, "application/json")
+            body = orjson.dumps(doc)
+        media_type = MEDIA_TYPES.get(out.format, "application/json")
+        coding = None
+        if out.gzip and out.format in COMPRESSIBLE and len(body) >= MIN_COMPRESSED_BYTES:
+            body, coding = encode.gzip(body), "gzip"
         self.timed(seg, "encode", time.perf_counter() - t0)
-        return body, MEDIA_TYPES[out.format]
+        return Encoded(body, media_type, coding)
 
     def encode_item(self, seg: Segmented, out: Outputs) -> dict[str, Any]:
         """One /segment/batch result (I/O thread)."""

@@ -19,7 +19,7 @@ from app.admission import Admission
 from app.allocator import trim
 from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
 from app.metrics import Metrics
-from app.pipeline import Format, ModelVersion, Outputs, Segmented
+from app.pipeline import Encoded, Format, ModelVersion, Outputs, Segmented
 from app.settings import Settings
 from app.workers import ThreadPolicy
 
@@ -106,12 +106,12 @@ class Runtime:
             return seg
 
     async def segment_and_encode(self, version: ModelVersion, data: bytes, out: Outputs,
-                                 started: float) -> tuple[bytes, str, dict[str, float]]:
-        """The whole pipeline for one image: body, media type and stage timings (ms)."""
+                                 started: float) -> tuple[Encoded, dict[str, float]]:
+        """The whole pipeline for one image: the body and the stage timings (ms)."""
         async with self.admission.request():
             seg = await self._segment_for(version, data, out, started)
-            body, media_type = await self.run_io(version.encode, seg, out)
-        return body, media_type, seg.timings_ms
+            encoded = await self.run_io(version.encode, seg, out)
+        return encoded, seg.timings_ms
 
     async def _segment_for(self, version: ModelVersion, data: bytes, out: Outputs,
                            started: float) -> Segmented:

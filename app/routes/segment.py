@@ -13,12 +13,19 @@ import orjson
 from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from app import errors
+from app import encode, errors
 from app.auth import APIKey
 from app.deps import RegistryDep, RuntimeDep, SettingsDep
-from app.formats import ALLOWED_TEXT
+from app.formats import ALLOWED_TEXT, INCLUDES
 from app.objects import DEFAULT_TOLERANCE
-from app.pipeline import INCLUDES, JSON_FORMATS, Format, ModelVersion, Outputs
+from app.pipeline import (
+    JSON_FORMATS,
+    MIN_COMPRESSED_BYTES,
+    Format,
+    ModelVersion,
+    Outputs,
+    accepts_gzip,
+)
 from app.registry import Registry
 from app.responses import status_of
 from app.runtime import Runtime
@@ -84,20 +91,23 @@ RLEKind = Annotated[Literal["compressed", "uncompressed"],
                                       "list")]
 
 
-async def outputs(output: Annotated[Format, Query(alias="format", description=FORMAT_TEXT)]
+async def outputs(request: Request,
+                  output: Annotated[Format, Query(alias="format", description=FORMAT_TEXT)]
                   = Format.json, include: Include = None, min_area: MinArea = 1,
                   tolerance: Tolerance = DEFAULT_TOLERANCE,
                   rle: RLEKind = "compressed") -> Outputs:
     return Outputs.parse(output, include, min_area=min_area, tolerance=tolerance,
-                         compressed_rle=rle == "compressed")
+                         compressed_rle=rle == "compressed",
+                         gzip=accepts_gzip(request.headers.get("accept-encoding")))
 
 
-async def batch_outputs(output: Annotated[BatchFormat, Query(
+async def batch_outputs(request: Request,
+                        output: Annotated[BatchFormat, Query(
                             alias="format", description="per item: json, rle, objects or geojson")]
                         = "json", include: Include = None, min_area: MinArea = 1,
                         tolerance: Tolerance = DEFAULT_TOLERANCE,
                         rle: RLEKind = "compressed") -> Outputs:
-    return await outputs(Format(output), include, min_area, tolerance, rle)
+    return await outputs(request, Format(output), include, min_area, tolerance, rle)
 
 
 OutputsQuery = Annotated[Outputs, Depends(outputs)]
@@ -156,11 +166,13 @@ async def _segment(request: Request, name: str | None, number: int | None,
     started = time.perf_counter()
     data = await file.read()
     with registry.lease(name, number) as version:
-        body, media_type, timings = await _unless_disconnected(
+        encoded, timings = await _unless_disconnected(
             request, runtime.segment_and_encode(version, data, output, started))
     timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
-    return Response(body, media_type=media_type,
-                    headers={"Server-Timing": timing, **model_headers(version)})
+    headers = {"Server-Timing": timing, **model_headers(version)}
+    if encoded.content_encoding:
+        headers |= {"Content-Encoding": encoded.content_encoding, "Vary": "Accept-Encoding"}
+    return Response(encoded.body, media_type=encoded.media_type, headers=headers)
 
 
 async def _segment_batch(request: Request, name: str | None, number: int | None,
@@ -178,7 +190,11 @@ async def _segment_batch(request: Request, name: str | None, number: int | None,
             items = [_batch_item(filename, outcome)
                      for (filename, _), outcome in zip(uploads, outcomes, strict=True)]
             body = await runtime.run_io(orjson.dumps, items)
-    return Response(body, media_type="application/json", headers=model_headers(version))
+    headers = model_headers(version)
+    if output.gzip and len(body) >= MIN_COMPRESSED_BYTES:
+        body = await runtime.run_io(encode.gzip, body)
+        headers |= {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 ModelName = Annotated[str, Path(description="a model in the repository")]

@@ -4,7 +4,7 @@ import torch
 
 from app.inference import InferenceOptions, Segmenter, resolve_device
 from model.checkpoint import load_checkpoint
-from model.tiling import sliding_window_mask
+from model.tiling import sliding_window_mask, top_probability
 from model.transforms import preprocess
 
 
@@ -104,3 +104,28 @@ def test_probabilities_come_with_the_same_mask_and_sum_to_one(checkpoint, size, 
     assert np.array_equal(mask, seg.predict([item])[0])
     assert probabilities.dtype == np.float16 and probabilities.shape == (3, *size)
     assert np.allclose(probabilities.astype(np.float32).sum(axis=0), 1, atol=3e-3)
+
+
+@pytest.mark.parametrize(("size", "options"), [
+    ((20, 30), {}), ((70, 50), {"tile_size": 32, "tile_overlap": 8}),
+    ((90, 60), {"resolution": "resize"}),
+], ids=["whole", "tiled", "resized"])
+def test_confidence_is_the_top_probability_times_255(checkpoint, size, options):
+    seg = segmenter(checkpoint, **options)
+    item = seg.prepare(random_image(*size, seed=4))
+    mask, probabilities, _ = seg.probabilities(item)
+    ((same_mask, confidence),) = seg.predict_with_confidence([item])
+    assert np.array_equal(same_mask, mask) and confidence.dtype == np.uint8
+    expected = np.rint(probabilities.astype(np.float32).max(axis=0) * 255)
+    assert np.abs(confidence.astype(np.int16) - expected).max() <= 1  # float16 probabilities
+    assert np.array_equal(probabilities.argmax(axis=0), mask)
+
+
+def test_confidence_is_255_only_where_the_top_probability_rounds_to_one():
+    logits = torch.tensor([[0.0, 0.0, 10.0, 3.0]]).T.reshape(1, 4, 1, 1).repeat(1, 1, 1, 3)
+    logits[0, :, 0, 1] = torch.tensor([0.0, 0.0, 0.0, 0.0])  # a four-way tie: 0.25
+    logits[0, :, 0, 2] = torch.tensor([0.0, 20.0, 0.0, 0.0])  # certain
+    top = top_probability(logits)[0, 0].tolist()
+    probability = torch.softmax(torch.tensor([0.0, 0.0, 10.0, 3.0]), 0).max().item()
+    assert top == [round(probability * 255), 64, 255]
+    assert (top[0] == 255) == (round(probability * 255) == 255)

@@ -1,0 +1,163 @@
+"""Objects and polygons on label masks with known shapes (app/objects.py)."""
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import shape
+
+from app.objects import feature_collection, find_objects
+
+CLASSES = ["background", "disc", "square", "ring"]
+
+
+def scene(seed: int, size: int = 240) -> tuple[np.ndarray, dict[int, int]]:
+    """A mask of discs, squares and rings placed on a grid so that no two touch, and how many
+    of each class it holds."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    counts = {1: 0, 2: 0, 3: 0}
+    cell = 60
+    for top in range(0, size, cell):
+        for left in range(0, size, cell):
+            kind = int(rng.integers(0, 4))
+            if kind == 0:
+                continue
+            cy, cx = top + cell / 2 + rng.uniform(-4, 4), left + cell / 2 + rng.uniform(-4, 4)
+            radius = rng.uniform(12, 24)
+            if kind == 1:
+                inside = np.hypot(yy - cy, xx - cx) < radius
+            elif kind == 2:
+                inside = (abs(yy - cy) < radius * 0.8) & (abs(xx - cx) < radius * 0.8)
+            else:
+                r = np.hypot(yy - cy, xx - cx)
+                inside = (r < radius) & (r >= radius * 0.5)
+            mask[inside] = kind
+            counts[kind] += 1
+    return mask, counts
+
+
+def component(mask: np.ndarray, obj: dict) -> np.ndarray:
+    """The object's pixels as a boolean image (its bbox holds only it in these scenes)."""
+    x, y, w, h = obj["bbox"]
+    out = np.zeros(mask.shape, bool)
+    out[y:y + h, x:x + w] = mask[y:y + h, x:x + w] == obj["index"]
+    return out
+
+
+def rasterised(polygon: dict, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centre lies inside the polygon."""
+    yy, xx = np.mgrid[:shape_hw[0], :shape_hw[1]]
+    return shapely.contains_xy(shape(polygon), xx + 0.5, yy + 0.5)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_object_count_per_class_equals_the_shapes_drawn(seed):
+    mask, counts = scene(seed)
+    objects = find_objects(mask, CLASSES)
+    assert {k: sum(o["index"] == k for o in objects) for k in counts} == counts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bbox_and_area_are_the_components_exactly(seed):
+    mask, _ = scene(seed)
+    for obj in find_objects(mask, CLASSES):
+        pixels = component(mask, obj)
+        ys, xs = np.nonzero(pixels)
+        assert obj["area"] == pixels.sum()
+        assert obj["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert obj["centroid"] == pytest.approx([xs.mean() + 0.5, ys.mean() + 0.5], abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_polygons_rasterise_back_to_their_component(seed):
+    mask, _ = scene(seed)
+    for obj in find_objects(mask, CLASSES):  # default tolerance
+        assert iou(rasterised(obj["polygon"], mask.shape), component(mask, obj)) >= 0.98
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_unsimplified_polygons_rasterise_back_exactly(seed):
+    mask, _ = scene(seed)
+    for obj in find_objects(mask, CLASSES, tolerance=0):
+        assert np.array_equal(rasterised(obj["polygon"], mask.shape), component(mask, obj))
+
+
+def test_a_ring_has_one_hole_and_a_disc_none():
+    mask, _ = scene(0)
+    for obj in find_objects(mask, CLASSES):
+        assert len(obj["polygon"]["coordinates"]) == (2 if obj["class"] == "ring" else 1)
+
+
+@pytest.mark.parametrize("tolerance", [0, 0.5, 2.0])
+def test_polygons_are_valid_closed_and_oriented_as_rfc_7946_asks(tolerance):
+    mask, _ = scene(1)
+    for obj in find_objects(mask, CLASSES, tolerance=tolerance):
+        geometry = shape(obj["polygon"])
+        assert geometry.is_valid, shapely.is_valid_reason(geometry)
+        rings = obj["polygon"]["coordinates"]
+        assert all(ring[0] == ring[-1] for ring in rings)
+        assert geometry.exterior.is_ccw and not any(hole.is_ccw for hole in geometry.interiors)
+
+
+def test_rings_stay_within_the_tolerance_of_the_pixel_edges():
+    mask, _ = scene(2)
+    for obj in find_objects(mask, CLASSES, tolerance=0.5):
+        pixels = component(mask, obj)
+        ys, xs = np.nonzero(pixels)
+        exact = shapely.union_all(shapely.box(xs, ys, xs + 1, ys + 1))
+        drawn = shape(obj["polygon"])
+        assert drawn.hausdorff_distance(exact) <= 0.5 + 1e-9
+
+
+def test_diagonal_touches_join_pixels_and_still_give_a_valid_polygon():
+    mask = np.zeros((6, 6), np.uint8)
+    mask[[1, 2, 3, 2], [1, 2, 3, 4]] = 1  # a diagonal chain, with a fork
+    (obj,) = find_objects(mask, CLASSES, tolerance=0)
+    assert obj["area"] == 4 and shape(obj["polygon"]).is_valid
+    assert np.array_equal(rasterised(obj["polygon"], mask.shape), mask == 1)
+
+
+def test_touching_shapes_of_two_classes_are_two_objects():
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:6, 2:5] = 1
+    mask[2:6, 5:8] = 2
+    objects = find_objects(mask, CLASSES)
+    assert sorted((o["class"], o["area"]) for o in objects) == [("disc", 12), ("square", 12)]
+
+
+def test_min_area_leaves_out_exactly_the_smaller_components():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[1, 1] = 1
+    mask[5:8, 5:8] = 1
+    mask[12:16, 12:16] = 2
+    assert sorted(o["area"] for o in find_objects(mask, CLASSES, min_area=9)) == [9, 16]
+
+
+def test_background_has_no_objects():
+    assert find_objects(np.zeros((5, 5), np.uint8), CLASSES) == []
+
+
+def test_score_is_the_mean_confidence_over_the_objects_pixels():
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:4, 2:4] = 1
+    confidence = np.zeros((8, 8), np.uint8)
+    confidence[2:4, 2:4] = [[255, 255], [0, 0]]
+    (obj,) = find_objects(mask, CLASSES, confidence)
+    assert obj["score"] == pytest.approx(0.5)
+
+
+def test_feature_collection_carries_each_object_as_a_feature():
+    mask, _ = scene(3)
+    objects = find_objects(mask, CLASSES)
+    collection = feature_collection(objects, width=240, height=240)
+    assert collection["type"] == "FeatureCollection" and collection["width"] == 240
+    assert len(collection["features"]) == len(objects)
+    first = collection["features"][0]
+    assert first["geometry"] == objects[0]["polygon"]
+    assert first["properties"]["class"] == objects[0]["class"] and "polygon" not in first[
+        "properties"]
