@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -87,6 +88,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     async def warm_up() -> None:
         await asyncio.to_thread(registry.start)
+        # What start-up built lives as long as the server: out of the collector's sight, a
+        # full collection (the objects format makes thousands of lists) walks only requests'.
+        gc.freeze()
         runtime.admission.warm = True
         log.info("ready: %s", ", ".join(f"{v.name} v{v.number}" for v in registry.versions())
                  or "no model can serve")

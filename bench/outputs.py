@@ -11,6 +11,7 @@ against `orjson.dumps` on the largest body. Results: bench/results/outputs.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 import zlib
@@ -68,10 +69,13 @@ def run(checkpoint: str, width: int, height: int) -> dict:
     cv2.setNumThreads(1)
     mask, confidence = prediction
     seg = Segmented(image, mask, {}, None, confidence)
+    gc.collect()
+    gc.freeze()  # as the server does once warm (app/main.py)
     png_bytes = len(version.encode(seg, Outputs(Format.png)).body)
     rows = []
     for name, out in FORMATS:
         body = version.encode(seg, out).body
+        gc.collect()
         ms = best_ms(lambda out=out: version.encode(seg, out))
         gz = len(zlib.compress(body, 1))
         rows.append({"format": name, "encode_ms": round(ms, 1),
