@@ -88,8 +88,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     async def warm_up() -> None:
         await asyncio.to_thread(registry.start)
-        # What start-up built lives as long as the server: out of the collector's sight, a
-        # full collection (the objects format makes thousands of lists) walks only requests'.
+        # What start-up built mostly lives as long as the server: out of the collector's sight,
+        # a full collection (the objects format makes thousands of lists) walks only what
+        # requests made. Unloading a model version unfreezes it all (app/registry.py).
         gc.freeze()
         runtime.admission.warm = True
         log.info("ready: %s", ", ".join(f"{v.name} v{v.number}" for v in registry.versions())

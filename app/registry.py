@@ -17,6 +17,7 @@ with 409). Building and warming run outside `_lock`.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -266,6 +267,7 @@ class Registry:
         ready again by now, with a newer instance."""
         log.info("%r unloaded", slot.draining)
         slot.draining = None
+        gc.unfreeze()  # app/main.py froze what start-up built, this version too: let it go
         if slot.state is State.unloading:
             slot.state, slot.reason = State.unavailable, "unloaded"
 
