@@ -2,7 +2,8 @@
 
 1. the limit (GEMM peak, model FLOPs, FLOP-bound images/s); 2. in-process images/s per backend,
 batch and size; 3. the real server under load (batching on/off, per backend); 4. the naive
-baseline under the same load; 5. latency and peak RSS vs image size. Writes
+baseline under the same load; 5. latency and peak RSS vs image size; 6. each response format's
+encode time and size on a 12 MP photo. Writes
 bench/results/report.md, results.json and PNG plots.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from app.allocator import tune_malloc
-from bench import alternatives, inprocess, limit, scaling, stages
+from bench import alternatives, inprocess, limit, outputs, scaling, stages
 from bench.load import served
 from bench.report import write_report
 from model.checkpoint import load_checkpoint
@@ -88,6 +89,9 @@ def main() -> None:
     print("5. scaling", flush=True)
     sizes = [256, 1024, 2048] if quick else [256, 512, 1024, 2048, 4096, 8192]
     result["scaling"] = scaling.run(args.checkpoint, sizes)
+
+    print("6. response formats on a 12 MP photo", flush=True)
+    result["outputs"] = outputs.run(args.checkpoint, *((1024, 768) if quick else (4032, 3024)))
     result["seconds"] = round(time.time() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1))

@@ -3,14 +3,15 @@
 In process, with the served code: the shipped model (served defaults) segments a 4032×3024
 photo once (with confidence, which the objects' scores need); then each format is encoded by
 `ModelVersion.encode`, one I/O thread's worth (torch and OpenCV single-threaded), best of three.
-Per format: encode ms, its share of the inference time, body bytes, gzip-1 bytes (what a client
-sending `Accept-Encoding: gzip` receives) and bytes against the PNG mask's. Also `json.dumps`
-against `orjson.dumps` on the largest body. Results: bench/results/outputs.json.
+Per format: encode ms (and with gzip, as a client sending `Accept-Encoding: gzip` gets it), its
+share of the inference time, body bytes, gzip-1 bytes and bytes against the PNG mask's. Also
+`json.dumps` against `orjson.dumps` on the largest body. Results: bench/results/outputs.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import time
@@ -24,9 +25,10 @@ import torch
 
 from app.metrics import Metrics
 from app.model_config import ModelConfig, ServingOptions
-from app.pipeline import Format, Limits, ModelVersion, Outputs, Segmented
+from app.pipeline import COMPRESSIBLE, Format, Limits, ModelVersion, Outputs, Segmented
 from app.settings import Settings
 from bench.photos import photo
+from bench.report import outputs_table
 from model.checkpoint import load_checkpoint
 
 FORMATS: list[tuple[str, Outputs]] = [
@@ -78,7 +80,10 @@ def run(checkpoint: str, width: int, height: int) -> dict:
         gc.collect()
         ms = best_ms(lambda out=out: version.encode(seg, out))
         gz = len(zlib.compress(body, 1))
-        rows.append({"format": name, "encode_ms": round(ms, 1),
+        packed = dataclasses.replace(out, gzip=True)
+        gzip_ms = (round(best_ms(lambda packed=packed: version.encode(seg, packed)), 1)
+                   if out.format in COMPRESSIBLE else None)
+        rows.append({"format": name, "encode_ms": round(ms, 1), "gzip_encode_ms": gzip_ms,
                      "share_of_inference": round(ms / inference_ms, 3), "bytes": len(body),
                      "gzip_bytes": gz, "bytes_vs_png": round(len(body) / png_bytes, 2),
                      "gzip_vs_png": round(gz / png_bytes, 2)})
@@ -103,6 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.checkpoint, *args.size)
     print(f"inference {result['inference_ms']} ms, {result['objects']} objects")
+    print(outputs_table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 

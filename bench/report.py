@@ -150,5 +150,19 @@ def write_report(result: dict, out: Path) -> None:
                      [[r["side"], r["megapixels"], r["seconds"],
                        round(r["seconds"] / r["megapixels"], 3), r["peak_rss_mb"], r["tiled"]]
                       for r in result["scaling"]]), ""]
+    if "outputs" in result:
+        o = result["outputs"]
+        parts += ["", f"## 6. Response formats at {o['size'][0]}×{o['size'][1]} "
+                  f"({o['objects']} objects; inference {o['inference_ms']} ms)", "",
+                  outputs_table(o), ""]
     parts += [f"![{n}]({n})" for n in plots(result, out)]
     (out / "report.md").write_text("\n".join(parts) + "\n")
+
+
+def outputs_table(o: dict) -> str:
+    """`bench.outputs`' rows as the README's table."""
+    return _table(["format", "encode ms", "with gzip ms", "share of inference", "bytes",
+                   "gzip bytes", "bytes ÷ PNG mask (raw / gzip)"],
+                  [[r["format"], r["encode_ms"], r.get("gzip_encode_ms") or "—",
+                    f"{r['share_of_inference']:.1%}", f"{r['bytes']:,}", f"{r['gzip_bytes']:,}",
+                    f"{r['bytes_vs_png']} / {r['gzip_vs_png']}"] for r in o["rows"]])
