@@ -19,6 +19,7 @@ from app.deps import RegistryDep, RuntimeDep, SettingsDep
 from app.formats import ALLOWED_TEXT, INCLUDES
 from app.objects import DEFAULT_TOLERANCE
 from app.pipeline import (
+    COMPRESSIBLE,
     JSON_FORMATS,
     MIN_COMPRESSED_BYTES,
     Format,
@@ -170,8 +171,10 @@ async def _segment(request: Request, name: str | None, number: int | None,
             request, runtime.segment_and_encode(version, data, output, started))
     timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
     headers = {"Server-Timing": timing, **model_headers(version)}
+    if output.format in COMPRESSIBLE:  # the body may differ by Accept-Encoding: say so to caches
+        headers["Vary"] = "Accept-Encoding"
     if encoded.content_encoding:
-        headers |= {"Content-Encoding": encoded.content_encoding, "Vary": "Accept-Encoding"}
+        headers["Content-Encoding"] = encoded.content_encoding
     return Response(encoded.body, media_type=encoded.media_type, headers=headers)
 
 
@@ -190,10 +193,10 @@ async def _segment_batch(request: Request, name: str | None, number: int | None,
             items = [_batch_item(filename, outcome)
                      for (filename, _), outcome in zip(uploads, outcomes, strict=True)]
             body = await runtime.run_io(orjson.dumps, items)
-    headers = model_headers(version)
+    headers = model_headers(version) | {"Vary": "Accept-Encoding"}
     if output.gzip and len(body) >= MIN_COMPRESSED_BYTES:
         body = await runtime.run_io(encode.gzip, body)
-        headers |= {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        headers["Content-Encoding"] = "gzip"
     return Response(body, media_type="application/json", headers=headers)
 
 

@@ -143,6 +143,7 @@ async def test_json_is_gzipped_when_accepted_and_decodes_to_the_same_body(client
     query = "format=objects&include=confidence"  # over the 1 KiB below which nothing is packed
     plain = await post(client, query, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and len(plain.content) > 1024
+    assert plain.headers["vary"] == "Accept-Encoding"  # a cache must key on it either way
     packed = await post(client, query, headers={"Accept-Encoding": "gzip"})
     assert packed.headers["content-encoding"] == "gzip"
     assert packed.headers["vary"] == "Accept-Encoding"
