@@ -6,4 +6,4 @@ ALLOWED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
 
 # `?include=` names, and the response formats (JSON ones) they apply to.
 INCLUDES = ("confidence", "probabilities", "objects")
-INCLUDE_FORMATS = ("json", "rle", "objects")
+INCLUDE_FORMATS = ("json", "rle", "objects", "geojson")

@@ -41,7 +41,7 @@ class Format(StrEnum):
     geojson = "geojson"  # the objects as a GeoJSON FeatureCollection
 
 
-JSON_FORMATS = tuple(Format(name) for name in INCLUDE_FORMATS)  # the ones `include` applies to
+JSON_FORMATS = tuple(Format(name) for name in INCLUDE_FORMATS)  # `include` applies to them
 MEDIA_TYPES = {Format.png: "image/png", Format.overlay: "image/png",
                Format.npy: "application/x-npy", Format.geojson: "application/geo+json"}
 # Sent gzip-compressed when the client accepts it (PNG is compressed already).
@@ -201,27 +201,31 @@ class ModelVersion:
         return [Prediction(mask) for mask in self.segmenter.predict(items)]
 
     def document(self, seg: Segmented, out: Outputs) -> dict[str, Any]:
-        """The JSON body of a JSON format, without timings (for geojson, the collection)."""
+        """The JSON body of a JSON format, without timings (for geojson, the collection, with
+        what `include` adds as foreign members)."""
         ckpt = self.ckpt
         height, width = seg.mask.shape
+        extras: dict[str, Any] = {}
+        if "confidence" in out.include and seg.confidence is not None:
+            extras["confidence"] = {"encoding": "png",
+                                    "data": encode.base64_text(encode.grey_png(seg.confidence))}
+        if out.probabilities and seg.probabilities is not None:
+            extras["probabilities"] = {"encoding": "npy", "dtype": "float16",
+                                       "shape": list(seg.probabilities.shape),
+                                       "data": encode.base64_text(encode.npy(seg.probabilities))}
         objects = (find_objects(seg.mask, ckpt.classes, seg.confidence, out.min_area,
                                 out.tolerance) if out.objects else None)
         if out.format is Format.geojson:
             assert objects is not None
-            return feature_collection(objects, width=width, height=height, model=self.label)
+            return feature_collection(objects, width=width, height=height, **extras,
+                                      model=self.label)
         doc: dict[str, Any] = {"width": width, "height": height, "classes": ckpt.classes}
         if out.format is Format.rle:
             doc["rle"] = encode.rle_by_class(seg.mask, ckpt.classes, out.compressed_rle)
         elif out.format is Format.json:
             doc["mask"] = {"encoding": "png",
                            "data": encode.mask_png_base64(seg.mask, ckpt.palette)}
-        if "confidence" in out.include and seg.confidence is not None:
-            doc["confidence"] = {"encoding": "png",
-                                 "data": encode.base64_text(encode.grey_png(seg.confidence))}
-        if out.probabilities and seg.probabilities is not None:
-            doc["probabilities"] = {"encoding": "npy", "dtype": "float16",
-                                    "shape": list(seg.probabilities.shape),
-                                    "data": encode.base64_text(encode.npy(seg.probabilities))}
+        doc |= extras
         if objects is not None:
             doc["objects"] = objects
         doc["areas"] = encode.areas(seg.mask, ckpt.classes)

@@ -24,7 +24,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     400: ("empty_file | invalid_image | invalid_tensor | invalid_include | bad_request | "
           "load_failed",
           "the upload is empty, not an image, truncated or corrupt, the body is malformed, or "
-          "`include` names an unknown output or is used with a format that is not JSON; for a "
+          "`include` names an unknown output or is used with png, npy or overlay; for a "
           "model load, the version that failed and why"),
     401: ("unauthorized", "the route needs a key (DECONVSEG_API_KEY, or DECONVSEG_ADMIN_KEY "
                           "for model control) and the request lacks it"),
@@ -179,13 +179,15 @@ class ObjectsResponse(BaseModel):
 
 
 class GeoJSONResponse(BaseModel):
-    """format=geojson: a FeatureCollection of the objects (width, height and model are foreign
-    members)."""
+    """format=geojson: a FeatureCollection of the objects (width, height, model and what
+    `include` adds are foreign members)."""
 
     type: Literal["FeatureCollection"] = "FeatureCollection"
     features: list[Feature]
     width: int
     height: int
+    confidence: EncodedImage | None = CONFIDENCE_FIELD
+    probabilities: EncodedArray | None = PROBABILITIES_FIELD
     model: ModelRef
 
 

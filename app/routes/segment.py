@@ -82,7 +82,9 @@ INCLUDE_TEXT = (f"for format={', '.join(JSON_FORMATS)}: a comma-separated list o
                 "probability × 255; probabilities: base64 float16 .npy, classes × height × width, "
                 "up to DECONVSEG_MAX_PROBABILITY_PIXELS; objects: each class's connected "
                 "components with a GeoJSON polygon)")
-Include = Annotated[str | None, Query(description=INCLUDE_TEXT, examples=["confidence,objects"])]
+_NAME = f"\\s*({'|'.join(INCLUDES)})?\\s*"
+Include = Annotated[str | None, Query(description=INCLUDE_TEXT, examples=["confidence,objects"],
+                                      pattern=f"^{_NAME}(,{_NAME})*$")]
 MinArea = Annotated[int, Query(ge=1, description="objects: leave out components smaller than "
                                                   "this many pixels")]
 Tolerance = Annotated[float, Query(ge=0, le=1000, description="objects: polygon simplification "

@@ -242,7 +242,7 @@ async def test_include_adds_its_fields_to_the_json_output(transport, tmp_path):
     (["--tolerance", "-1"], "argument --tolerance: '-1': a distance in pixels, 0 or more"),
     (["--tolerance", "nan"], "argument --tolerance: 'nan': a distance in pixels"),
     (["--format", "png", "--include", "objects"],
-     "--include works with --format json or objects, not png"),
+     "--include works with --format json or objects or geojson, not png"),
 ])
 def test_a_bad_option_is_a_one_line_usage_error_before_any_request(tmp_path, capsys, flags,
                                                                     message):

@@ -12,6 +12,7 @@ from PIL import Image
 from shapely.geometry import shape
 from starlette.requests import Request
 
+from app.errors import InvalidInput
 from app.main import create_app
 from app.pipeline import Format, Outputs, Segmented
 from app.routes.segment import outputs
@@ -126,14 +127,20 @@ async def test_npy_is_the_label_mask(client):
         "data"]))
 
 
-@pytest.mark.parametrize("query", ["include=colours", "include=confidence,nope",
-                                   "format=png&include=objects", "format=npy&include=confidence"])
-async def test_an_include_that_cannot_be_served_is_400(client, query):
+@pytest.mark.parametrize("query", ["format=png&include=objects", "format=npy&include=confidence",
+                                   "format=overlay&include=probabilities"])
+async def test_include_with_a_binary_format_is_400(client, query):
     r = await post(client, query)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_include"
 
 
-@pytest.mark.parametrize("query", ["min_area=0", "tolerance=-1", "rle=zip", "format=tiff"])
+async def test_include_with_geojson_adds_foreign_members(client):
+    body = (await post(client, "format=geojson&include=confidence")).json()
+    assert body["type"] == "FeatureCollection" and body["confidence"]["encoding"] == "png"
+
+
+@pytest.mark.parametrize("query", ["min_area=0", "tolerance=-1", "rle=zip", "format=tiff",
+                                   "include=colours", "include=confidence,nope"])
 async def test_out_of_range_output_options_are_422(client, query):
     r = await post(client, query)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
@@ -187,3 +194,9 @@ async def test_the_schema_lists_every_format_and_the_include_options(client):
     content = spec["paths"]["/segment"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "image/png", "application/x-npy",
             "application/geo+json"} <= content.keys()
+
+
+def test_outputs_refuse_an_unknown_include_name_without_the_schema_too():
+    with pytest.raises(InvalidInput, match="include=bogus is not known"):
+        Outputs.parse(Format.json, "confidence, bogus")
+    assert Outputs.parse(Format.json, " confidence,,objects ").include == {"confidence", "objects"}
