@@ -109,21 +109,25 @@
     });
   }
 
-  // The mask's colours on transparent background pixels: drawn over the image at any opacity.
-  function maskLayer(mask) {
+  // A canvas of the image's size with `recolour(data, i)` applied to each RGBA pixel.
+  function recoloured(image, recolour) {
     const layer = document.createElement("canvas");
-    layer.width = mask.naturalWidth;
-    layer.height = mask.naturalHeight;
+    layer.width = image.naturalWidth;
+    layer.height = image.naturalHeight;
     const ctx = layer.getContext("2d", { willReadFrequently: true });
-    ctx.drawImage(mask, 0, 0);
+    ctx.drawImage(image, 0, 0);
     const pixels = ctx.getImageData(0, 0, layer.width, layer.height);
-    const [r, g, b] = card.palette[0];
-    const data = pixels.data;
-    for (let i = 0; i < data.length; i += 4) {
-      if (data[i] === r && data[i + 1] === g && data[i + 2] === b) data[i + 3] = 0;
-    }
+    for (let i = 0; i < pixels.data.length; i += 4) recolour(pixels.data, i);
     ctx.putImageData(pixels, 0, 0);
     return layer;
+  }
+
+  // The mask's colours on transparent background pixels: drawn over the image at any opacity.
+  function maskLayer(mask) {
+    const [r, g, b] = card.palette[0];
+    return recoloured(mask, (data, i) => {
+      if (data[i] === r && data[i + 1] === g && data[i + 2] === b) data[i + 3] = 0;
+    });
   }
 
   // 256 RGB colours interpolated between HEAT_STOPS: index = confidence × 255.
@@ -144,22 +148,13 @@
 
   // The one-band confidence PNG coloured with HEAT, opaque: drawn over the image at any opacity.
   function heatLayer(confidence) {
-    const layer = document.createElement("canvas");
-    layer.width = confidence.naturalWidth;
-    layer.height = confidence.naturalHeight;
-    const ctx = layer.getContext("2d", { willReadFrequently: true });
-    ctx.drawImage(confidence, 0, 0);
-    const pixels = ctx.getImageData(0, 0, layer.width, layer.height);
-    const data = pixels.data;
-    for (let i = 0; i < data.length; i += 4) {
+    return recoloured(confidence, (data, i) => {
       const at = data[i] * 3;  // grey: r = g = b
       data[i] = HEAT[at];
       data[i + 1] = HEAT[at + 1];
       data[i + 2] = HEAT[at + 2];
       data[i + 3] = 255;
-    }
-    ctx.putImageData(pixels, 0, 0);
-    return layer;
+    });
   }
 
   // The exterior and hole rings, in image pixels with (0, 0) the top-left corner, stroked dark
