@@ -2,15 +2,20 @@
 
 Writes the model checkpoint (`--out`), a resumable training state beside it (`<out>.state.pt`,
 never shipped) and a training-curves PNG (`<out>.curves.png`). `--resume STATE` continues exactly
-where that state left off. Under `torchrun` it trains with DistributedDataParallel.
+where that state left off. Under `torchrun` it trains with DistributedDataParallel
+(model/distributed.py). The run's `TrainConfig` is saved in the checkpoint
+(`training["config"]`).
+
+`--data` reads our folder layout, COCO, Pascal VOC and Cityscapes-style label ids
+(model/layouts.py), detected or named with `--data-format`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
-import os
 import shlex
 import sys
 import time
@@ -18,12 +23,12 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from model import distributed
 from model.checkpoint import checkpoint_dict, read_payload, save_checkpoint
 from model.classes import default_palette
 from model.data import (
@@ -34,8 +39,11 @@ from model.data import (
     SyntheticScenes,
     make_loader,
 )
-from model.evaluate import evaluate
-from model.net import DeconvNet, NetConfig
+from model.evaluate import confusion
+from model.layouts import LabelledImages, open_dataset
+from model.metrics import SegMetrics
+from model.net import DeconvNet
+from model.train_config import TrainConfig, get_args_parser
 from model.transforms import (
     DEFAULT_MEAN,
     DEFAULT_STD,
@@ -49,96 +57,65 @@ from model.transforms import (
 log = logging.getLogger("deconvseg.train")
 
 # The datasets training handles; each is a torch Dataset of `Sample`s with a length.
-SegDataset: TypeAlias = SyntheticScenes | FolderDataset | Subset[Sample]
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train DeconvNet.")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a dataset folder")
-    p.add_argument("--val-data", default=None, help="validation folder (default: 10%% split)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--epoch-size", type=int, default=4096, help="synthetic images per epoch")
-    p.add_argument("--val-images", type=int, default=128, help="synthetic validation images")
-    p.add_argument("--val-size", type=int, default=256, help="synthetic validation image side")
-    p.add_argument("--crop-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-steps", type=int, default=200)
-    p.add_argument("--widths", type=int, nargs="+", default=NetConfig().widths)
-    p.add_argument("--cutmix", type=float, default=0.0, help="probability of CutMix per batch")
-    p.add_argument("--mixup", type=float, default=0.0, help="probability of MixUp per batch")
-    p.add_argument("--mix-alpha", type=float, default=1.0, help="Beta(α, α) for CutMix/MixUp")
-    p.add_argument("--scale-jitter", type=float, nargs=2, default=(0.8, 1.25))
-    p.add_argument("--color-jitter", type=float, default=0.0)
-    p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast for forward/backward (weights and optimizer stay fp32)")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="weights/model.pt")
-    p.add_argument("--resume", default=None, help="a <out>.state.pt to continue from")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="stop after this many epochs in total (resume later; the schedule "
-                        "still spans --epochs)")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-# --- distributed helpers ----------------------------------------------------------------------
-
-
-def init_distributed(device: str) -> tuple[int, int]:
-    """(rank, world_size); initialises the process group when launched by torchrun."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) <= 1:
-        return 0, 1
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def is_main(rank: int) -> bool:
-    return rank == 0
+SegDataset: TypeAlias = SyntheticScenes | FolderDataset | LabelledImages | Subset[Sample]
 
 
 # --- data -------------------------------------------------------------------------------------
 
 
-def build_datasets(args: argparse.Namespace) -> tuple[SegDataset, SegDataset, list[str]]:
+def build_datasets(cfg: TrainConfig) -> tuple[SegDataset, SegDataset, list[str]]:
     train: SegDataset
     val: SegDataset
-    train_tf = train_transforms(args.crop_size, DEFAULT_MEAN, DEFAULT_STD,
-                                tuple(args.scale_jitter), args.color_jitter)
+    train_tf = train_transforms(cfg.crop_size, DEFAULT_MEAN, DEFAULT_STD, cfg.scale_jitter,
+                                cfg.color_jitter)
     val_tf = eval_transforms(DEFAULT_MEAN, DEFAULT_STD)
-    if args.data == "synthetic":
-        train = SyntheticScenes(args.epochs * args.epoch_size, size=args.crop_size,
-                                seed=args.seed, transform=train_tf)
-        val = SyntheticScenes(args.val_images, size=args.val_size, seed=args.seed + 1,
+    if cfg.data == "synthetic":
+        train = SyntheticScenes(cfg.epochs * cfg.epoch_size, size=cfg.crop_size, seed=cfg.seed,
+                                transform=train_tf)
+        val = SyntheticScenes(cfg.val_images, size=cfg.val_size, seed=cfg.seed + 1,
                               transform=val_tf)
         return train, val, list(SyntheticScenes.classes)
-    train_full = FolderDataset(args.data, transform=train_tf)
-    if args.val_data:
-        val = FolderDataset(args.val_data, transform=val_tf)
-        if val.classes != train_full.classes:
-            raise DatasetError(f"{args.val_data}: classes differ from {args.data}")
-        return train_full, val, train_full.classes
+
+    def opened(path: str, split: str, transform: Any) -> FolderDataset | LabelledImages:
+        return open_dataset(path, cfg.data_format, split, cfg.label_map, transform)
+
+    train_full = opened(cfg.data, "train", train_tf)
+    has_val_split = cfg.data_format in ("voc", "cityscapes") or (
+        cfg.data_format == "auto" and any((Path(cfg.data) / d).is_dir()
+                                          for d in ("JPEGImages", "leftImg8bit")))
+    if cfg.val_data or has_val_split:
+        val_full = opened(cfg.val_data or cfg.data, "val", val_tf)
+        if val_full.classes != train_full.classes:
+            raise DatasetError(f"{cfg.val_data or cfg.data}: validation classes "
+                               f"{val_full.classes} differ from training's "
+                               f"{train_full.classes}")
+        return train_full, val_full, train_full.classes
     n = len(train_full)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed)).tolist()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     n_val = max(1, n // 10) if n > 1 else 0
-    val_full = FolderDataset(args.data, transform=val_tf)
-    train = Subset(train_full, order[n_val:] or order)
-    return train, Subset(val_full, order[:n_val] or order), train_full.classes
+    val_part = opened(cfg.data, "val", val_tf)
+    return (Subset(train_full, order[n_val:] or order), Subset(val_part, order[:n_val] or order),
+            train_full.classes)
 
 
-def epoch_subset(train: SegDataset, args: argparse.Namespace, epoch: int) -> SegDataset:
+def epoch_subset(train: SegDataset, cfg: TrainConfig, epoch: int) -> SegDataset:
     """Synthetic data: epoch e sees its own fresh block of scenes."""
-    if args.data == "synthetic":
-        return Subset(train, range(epoch * args.epoch_size, (epoch + 1) * args.epoch_size))
+    if cfg.data == "synthetic":
+        return Subset(train, range(epoch * cfg.epoch_size, (epoch + 1) * cfg.epoch_size))
     return train
 
 
-# --- schedule ---------------------------------------------------------------------------------
+# --- optimisation -----------------------------------------------------------------------------
+
+
+def configure_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on conv and linear weights only (`dim() >= 2`), not on biases or
+    BatchNorm scales and shifts: decaying those only pulls the normalisation towards zero
+    (nanoGPT's `configure_optimizers` makes the same split)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def warmup_cosine(warmup: int, total: int, floor: float = 0.01):
@@ -160,10 +137,10 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     mixers: list[tuple[float, Any]],
+    cfg: TrainConfig,
     device: str,
     progress: bool,
     epoch: int,
-    bf16: bool = False,
 ) -> float:
     model.train()
     total, count = 0.0, 0
@@ -175,17 +152,27 @@ def train_one_epoch(
             if prob > 0 and torch.rand(1).item() < prob:
                 images, target, _ = mixer(images, masks)
                 break
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = model(images.contiguous(memory_format=torch.channels_last))
         loss = segmentation_loss(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
         optimizer.step()
         scheduler.step()
         total += loss.item()
         count += 1
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
     return total / max(count, 1)
+
+
+def validate(model: nn.Module, val_set: SegDataset, num_classes: int, device: str, rank: int,
+             world: int) -> SegMetrics:
+    """Each rank scores its shard of the validation set; the confusion matrices are summed."""
+    loader = make_loader(distributed.shard(val_set, rank, world), 8, shuffle=False, seed=0)
+    matrix = confusion(model, loader, num_classes, device)
+    return distributed.reduce_confusion(matrix, world, device).compute()
 
 
 def save_curves(history: list[dict[str, Any]], path: Path) -> None:
@@ -212,103 +199,112 @@ def state_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".state.pt")
 
 
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    rank, world = init_distributed(args.device)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed + rank)
-    device = args.device
-    if device.startswith("cuda") and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
-    try:
-        train_set, val_set, classes = build_datasets(args)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+@dataclasses.dataclass
+class Run:
+    """What the loop carries from epoch to epoch (and a resume restores)."""
 
-    config = NetConfig(num_classes=len(classes), widths=args.widths)
-    model = DeconvNet(config).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = (args.epoch_size if args.data == "synthetic" else len(train_set)) // (
-        args.batch_size * world)
-    total_steps = max(steps_per_epoch * args.epochs, 1)
+    model: DeconvNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    classes: list[str]
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+
+def start(cfg: TrainConfig, classes: list[str], steps_per_epoch: int, device: str,
+          rank: int) -> Run:
+    model = DeconvNet(cfg.net_config(len(classes))).to(device).to(
+        memory_format=torch.channels_last)
+    optimizer = configure_optimizer(model, cfg.lr, cfg.weight_decay)
+    total_steps = max(steps_per_epoch * cfg.epochs, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(min(args.warmup_steps, total_steps // 5 + 1), total_steps))
-    start_epoch, history, elapsed = 0, [], 0.0
-    if args.resume:
-        state, _ = read_payload(args.resume)
+        optimizer, warmup_cosine(min(cfg.warmup_steps, total_steps // 5 + 1), total_steps))
+    run = Run(model, optimizer, scheduler, classes)
+    if cfg.resume:
+        state, _ = read_payload(cfg.resume)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        start_epoch, history, elapsed = state["epoch"] + 1, state["history"], state["seconds"]
-        if is_main(rank):
-            log.info("resumed from %s at epoch %d", args.resume, start_epoch)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    mixers = [(args.cutmix, SegCutMix(len(classes), args.mix_alpha)),
-              (args.mixup, SegMixUp(len(classes), args.mix_alpha))]
-    out = Path(args.out)
-    val_loader = make_loader(val_set, 8, shuffle=False, seed=0)
-    progress = is_main(rank) and not args.no_progress
+        run.start_epoch, run.history, run.seconds = (state["epoch"] + 1, state["history"],
+                                                     state["seconds"])
+        if distributed.is_main(rank):
+            log.info("resumed from %s at epoch %d", cfg.resume, run.start_epoch)
+    return run
 
-    last_epoch = min(args.epochs, args.stop_after or args.epochs)
-    for epoch in range(start_epoch, last_epoch):
-        t0 = time.perf_counter()
-        subset = epoch_subset(train_set, args, epoch)
-        sampler: DistributedSampler[Sample] | None = None
-        if world > 1:
-            sampler = DistributedSampler(subset, num_replicas=world, rank=rank, shuffle=True,
-                                         seed=args.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-        loader = make_loader(subset, args.batch_size, shuffle=True, seed=args.seed * 1000 + epoch,
-                             num_workers=args.workers, sampler=sampler)
-        loss = train_one_epoch(net, loader, optimizer, scheduler, mixers, device, progress, epoch,
-                               args.bf16)
-        elapsed += time.perf_counter() - t0
-        if world > 1:
-            loss_t = torch.tensor([loss], device=device)
-            dist.all_reduce(loss_t)
-            loss = loss_t.item() / world
-        metrics = evaluate(model, val_loader, len(classes), device)
-        history.append({"epoch": epoch, "loss": loss, "miou": metrics["miou"],
-                        "pixel_accuracy": metrics["pixel_accuracy"], "seconds": elapsed})
-        rngs = [torch.get_rng_state()]
-        if world > 1:
-            gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, torch.get_rng_state())
-            rngs = gathered
-        if is_main(rank):
-            ious = " ".join(f"{c}={v:.3f}" for c, v in zip(classes, metrics["per_class_iou"],
-                                                            strict=True))
-            log.info("epoch %d/%d loss %.4f val mIoU %.4f pixel acc %.4f (%.0fs) | %s",
-                     epoch + 1, args.epochs, loss, metrics["miou"], metrics["pixel_accuracy"],
-                     elapsed, ious)
-            training = {"command": "python -m model.train " + shlex.join(sys.argv[1:]),
-                        "epochs_done": epoch + 1, "seconds": round(elapsed, 1),
-                        "world_size": world, "history": history}
-            payload = checkpoint_dict(
-                model, classes, default_palette(len(classes)), DEFAULT_MEAN, DEFAULT_STD,
-                train_size=args.crop_size,
-                object_scale=list(DEFAULT_OBJECT_SCALE) if args.data == "synthetic" else [],
-                metrics={"val_miou": metrics["miou"],
-                         "val_pixel_accuracy": metrics["pixel_accuracy"],
-                         "val_per_class_iou": dict(zip(classes, metrics["per_class_iou"],
-                                                       strict=True))},
-                training=training)
-            save_checkpoint(out, payload)
-            save_checkpoint(state_path(out), {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch, "rng": rngs,
-                "history": history, "seconds": elapsed, "args": vars(args) | {
-                    "scale_jitter": list(args.scale_jitter)}})
-            save_curves(history, out.with_name(out.stem + ".curves.png"))
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    if is_main(rank):
-        log.info("wrote %s", out)
+
+def save_epoch(run: Run, cfg: TrainConfig, epoch: int, metrics: SegMetrics, world: int,
+               rngs: list[Any]) -> None:
+    """The checkpoint, the resumable state and the curves after an epoch (rank 0)."""
+    classes, out = run.classes, Path(cfg.out)
+    ious = " ".join(f"{c}={v:.3f}" for c, v in zip(classes, metrics["per_class_iou"], strict=True))
+    log.info("epoch %d/%d loss %.4f val mIoU %.4f pixel acc %.4f (%.0fs) | %s", epoch + 1,
+             cfg.epochs, run.history[-1]["loss"], metrics["miou"], metrics["pixel_accuracy"],
+             run.seconds, ious)
+    training = {"command": "python -m model.train " + shlex.join(sys.argv[1:]),
+                "config": dataclasses.asdict(cfg), "epochs_done": epoch + 1,
+                "seconds": round(run.seconds, 1), "world_size": world, "history": run.history}
+    save_checkpoint(out, checkpoint_dict(
+        run.model, classes, default_palette(len(classes)), DEFAULT_MEAN, DEFAULT_STD,
+        train_size=cfg.crop_size,
+        object_scale=list(DEFAULT_OBJECT_SCALE) if cfg.data == "synthetic" else [],
+        metrics={"val_miou": metrics["miou"], "val_pixel_accuracy": metrics["pixel_accuracy"],
+                 "val_per_class_iou": dict(zip(classes, metrics["per_class_iou"],
+                                               strict=True))},
+        training=training))
+    save_checkpoint(state_path(out), {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "epoch": epoch, "rng": rngs,
+        "history": run.history, "seconds": run.seconds, "config": dataclasses.asdict(cfg)})
+    save_curves(run.history, out.with_name(out.stem + ".curves.png"))
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    cfg = TrainConfig.from_args(args)
+    rank, world = distributed.init(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    device = distributed.local_device(cfg.device, world)
+    try:
+        train_set, val_set, classes = build_datasets(cfg)
+        steps = (cfg.epoch_size if cfg.data == "synthetic" else len(train_set)) // (
+            cfg.batch_size * world)
+        run = start(cfg, classes, steps, device, rank)
+        net = nn.parallel.DistributedDataParallel(run.model) if world > 1 else run.model
+        mixers = [(cfg.cutmix, SegCutMix(len(classes), cfg.mix_alpha)),
+                  (cfg.mixup, SegMixUp(len(classes), cfg.mix_alpha))]
+        progress = distributed.is_main(rank) and not cfg.no_progress
+        for epoch in range(run.start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
+            t0 = time.perf_counter()
+            subset = epoch_subset(train_set, cfg, epoch)
+            sampler: DistributedSampler[Sample] | None = None
+            if world > 1:
+                sampler = DistributedSampler(subset, num_replicas=world, rank=rank, shuffle=True,
+                                             seed=cfg.seed, drop_last=True)
+                sampler.set_epoch(epoch)
+            loader = make_loader(subset, cfg.batch_size, shuffle=True,
+                                 seed=cfg.seed * 1000 + epoch, num_workers=cfg.workers,
+                                 sampler=sampler)
+            loss = train_one_epoch(net, loader, run.optimizer, run.scheduler, mixers, cfg, device,
+                                   progress, epoch)
+            run.seconds += time.perf_counter() - t0
+            metrics = validate(run.model, val_set, len(classes), device, rank, world)
+            run.history.append({"epoch": epoch, "loss": distributed.mean(loss, world, device),
+                                "miou": metrics["miou"],
+                                "pixel_accuracy": metrics["pixel_accuracy"],
+                                "seconds": run.seconds})
+            rngs = distributed.rng_states(world)
+            if distributed.is_main(rank):
+                save_epoch(run, cfg, epoch, metrics, world, rngs)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    distributed.finish(world)
+    if distributed.is_main(rank):
+        log.info("wrote %s", cfg.out)
     return 0
 
 

@@ -4,6 +4,9 @@ import sys
 import pytest
 
 from model.checkpoint import load_checkpoint
+from model.data import SyntheticScenes, make_loader
+from model.evaluate import evaluate
+from model.transforms import eval_transforms
 
 
 @pytest.mark.slow
@@ -19,3 +22,8 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path):
     assert ckpt.training["world_size"] == 2
     assert ckpt.training["epochs_done"] == 2
     assert result.stderr.count("epoch 2/2") == 1  # only rank 0 logs
+    # Each rank scored its half of the validation scenes; the summed confusion matrices give
+    # the metrics one process gets on all of them.
+    val = SyntheticScenes(2, size=24, seed=1, transform=eval_transforms(ckpt.mean, ckpt.std))
+    whole = evaluate(ckpt.model, make_loader(val, 8, shuffle=False, seed=0), 7)
+    assert ckpt.metrics["val_miou"] == pytest.approx(whole["miou"], abs=1e-9)
