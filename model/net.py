@@ -10,15 +10,28 @@ any H×W ≥ 1 comes back exactly.
 Checkerboards. With k=3, s=2 the even outputs get one kernel tap and the odd ones two, so the
 transposed convs start as channel-wise bilinear upsamplers (kernel [½, 1, ½]⊗[½, 1, ½]), which
 sum to one at every output pixel; training moves on from there.
+
+Lean options (all default to the original network, so its checkpoints load unchanged):
+`encoder_conv="separable"` makes every encoder 3×3 conv but the stem (RGB → widths[0]) a
+depthwise 3×3 + pointwise 1×1 pair (MobileNet's ~k²× saving); `decoder_conv` does the same for
+the decoder's fuse convs; `fusion="add"` adds the upsampled map to the skip instead of
+concatenating them, which halves the fuse conv's input; `up_conv="grouped"` splits each
+transposed conv into gcd(in, out) groups. `convs_per_stage` may name each stage's depth.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+
+CONVS = ("dense", "separable")
+FUSIONS = ("concat", "add")
+UP_CONVS = ("dense", "grouped")
 
 
 @dataclass
@@ -26,7 +39,11 @@ class NetConfig:
     in_channels: int = 3
     num_classes: int = 7
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 96, 128])
-    convs_per_stage: int = 2
+    convs_per_stage: int | list[int] = 2  # one depth for every stage, or one per stage
+    encoder_conv: str = "dense"  # dense | separable (all encoder convs but the stem)
+    decoder_conv: str = "dense"  # dense | separable (the fuse convs)
+    fusion: str = "concat"  # concat | add (upsampled map and skip)
+    up_conv: str = "dense"  # dense | grouped (gcd(in, out) groups)
 
     def __post_init__(self) -> None:
         self.widths = [int(w) for w in self.widths]
@@ -34,8 +51,23 @@ class NetConfig:
             raise ValueError("in_channels must be ≥ 1 and num_classes ≥ 2")
         if len(self.widths) < 2 or min(self.widths) < 1:
             raise ValueError("widths needs at least two positive stage widths")
-        if self.convs_per_stage < 1:
+        if isinstance(self.convs_per_stage, list | tuple):
+            self.convs_per_stage = [int(n) for n in self.convs_per_stage]
+            if len(self.convs_per_stage) != len(self.widths):
+                raise ValueError(f"convs_per_stage names {len(self.convs_per_stage)} stages; "
+                                 f"widths has {len(self.widths)}")
+        if min(self.stage_depths()) < 1:
             raise ValueError("convs_per_stage must be ≥ 1")
+        for name, allowed in (("encoder_conv", CONVS), ("decoder_conv", CONVS),
+                              ("fusion", FUSIONS), ("up_conv", UP_CONVS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}; use one of {', '.join(allowed)}")
+
+    def stage_depths(self) -> list[int]:
+        """Convs in each encoder stage."""
+        if isinstance(self.convs_per_stage, list):
+            return list(self.convs_per_stage)
+        return [int(self.convs_per_stage)] * len(self.widths)
 
 
 class ConvBNReLU(nn.Sequential):
@@ -47,16 +79,40 @@ class ConvBNReLU(nn.Sequential):
         )
 
 
+class SeparableConvBNReLU(nn.Sequential):
+    """Depthwise 3×3 (+BN+ReLU), then pointwise 1×1 (+BN+ReLU): a 3×3 conv's receptive field
+    at (9 + out) / (9 · out) of its multiply-adds."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels,
+                      bias=False),
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+def conv_block(kind: str, in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    if kind == "separable":
+        return SeparableConvBNReLU(in_channels, out_channels, stride)
+    return ConvBNReLU(in_channels, out_channels, stride)
+
+
 class Encoder(nn.Module):
     """Stage i runs at 1/2^i resolution with widths[i] channels; returns every stage's output."""
 
-    def __init__(self, in_channels: int, widths: list[int], convs_per_stage: int) -> None:
+    def __init__(self, in_channels: int, widths: list[int], depths: list[int],
+                 conv: str = "dense") -> None:
         super().__init__()
         stages = []
         prev = in_channels
-        for i, w in enumerate(widths):
-            layers = [ConvBNReLU(prev, w, stride=1 if i == 0 else 2)]
-            layers += [ConvBNReLU(w, w) for _ in range(convs_per_stage - 1)]
+        for i, (w, depth) in enumerate(zip(widths, depths, strict=True)):
+            first = "dense" if i == 0 else conv  # the stem sees only RGB: depthwise gains nothing
+            layers = [conv_block(first, prev, w, stride=1 if i == 0 else 2)]
+            layers += [conv_block(conv, w, w) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*layers))
             prev = w
         self.stages = nn.ModuleList(stages)
@@ -69,41 +125,53 @@ class Encoder(nn.Module):
         return features
 
 
-def bilinear_upsample_weight(in_channels: int, out_channels: int) -> torch.Tensor:
-    """(in, out, 3, 3) weights that upsample ×2 bilinearly, input channel i → output i mod out."""
+def bilinear_upsample_weight(in_channels: int, out_channels: int, groups: int = 1) -> torch.Tensor:
+    """(in, out/groups, 3, 3) weights that upsample ×2 bilinearly: within each group, input
+    channel i → output i mod (out/groups)."""
     k1 = torch.tensor([0.5, 1.0, 0.5])
     kernel = torch.outer(k1, k1)
-    weight = torch.zeros(in_channels, out_channels, 3, 3)
-    scale = out_channels / in_channels  # keep the output's magnitude when several inputs add up
+    in_per, out_per = in_channels // groups, out_channels // groups
+    weight = torch.zeros(in_channels, out_per, 3, 3)
+    scale = out_per / in_per  # keep the output's magnitude when several inputs add up
     for i in range(in_channels):
-        weight[i, i % out_channels] = kernel * scale
+        weight[i, (i % in_per) % out_per] = kernel * scale
     return weight
 
 
 class UpBlock(nn.Module):
-    """×2 upsampling with ConvTranspose2d to the skip's exact size, concat, then a 3×3 fuse."""
+    """×2 upsampling with ConvTranspose2d to the skip's exact size, concat (or add) the skip,
+    then a 3×3 fuse."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
+                 conv: str = "dense", fusion: str = "concat", up_conv: str = "dense") -> None:
         super().__init__()
+        groups = math.gcd(in_channels, skip_channels) if up_conv == "grouped" else 1
         self.up = nn.ConvTranspose2d(
-            in_channels, skip_channels, kernel_size=3, stride=2, padding=1, bias=False
+            in_channels, skip_channels, kernel_size=3, stride=2, padding=1, groups=groups,
+            bias=False
         )
         with torch.no_grad():
-            self.up.weight.copy_(bilinear_upsample_weight(in_channels, skip_channels))
+            self.up.weight.copy_(bilinear_upsample_weight(in_channels, skip_channels, groups))
         self.up_norm = nn.Sequential(nn.BatchNorm2d(skip_channels), nn.ReLU(inplace=True))
-        self.fuse = ConvBNReLU(2 * skip_channels, out_channels)
+        self.add = fusion == "add"
+        fused = skip_channels if self.add else 2 * skip_channels
+        self.fuse = conv_block(conv, fused, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up_norm(self.up(x, output_size=skip.shape[-2:]))  # (B, skip_ch, H_skip, W_skip)
+        if self.add:
+            return self.fuse(x + skip)
         return self.fuse(torch.cat([x, skip], dim=1))
 
 
 class Decoder(nn.Module):
-    def __init__(self, widths: list[int]) -> None:
+    def __init__(self, widths: list[int], conv: str = "dense", fusion: str = "concat",
+                 up_conv: str = "dense") -> None:
         super().__init__()
         # Deepest first: widths[i] → widths[i-1] for i = n-1 … 1.
         self.blocks = nn.ModuleList(
-            UpBlock(widths[i], widths[i - 1], widths[i - 1]) for i in range(len(widths) - 1, 0, -1)
+            UpBlock(widths[i], widths[i - 1], widths[i - 1], conv, fusion, up_conv)
+            for i in range(len(widths) - 1, 0, -1)
         )
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -120,8 +188,9 @@ class DeconvNet(nn.Module):
         super().__init__()
         self.config = config
         self.in_channels = config.in_channels
-        self.encoder = Encoder(config.in_channels, config.widths, config.convs_per_stage)
-        self.decoder = Decoder(config.widths)
+        self.encoder = Encoder(config.in_channels, config.widths, config.stage_depths(),
+                               config.encoder_conv)
+        self.decoder = Decoder(config.widths, config.decoder_conv, config.fusion, config.up_conv)
         self.head = nn.Conv2d(config.widths[0], config.num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,12 +217,32 @@ def count_flops(model: DeconvNet, height: int = 256, width: int = 256) -> int:
     return counter.get_total_flops()
 
 
+def add_architecture_args(parser: argparse.ArgumentParser) -> None:
+    """NetConfig's architecture fields as command-line options (model.net and model.train)."""
+    default = NetConfig()
+    parser.add_argument("--widths", type=int, nargs="+", default=default.widths)
+    parser.add_argument("--convs-per-stage", type=int, nargs="+", default=[default.convs_per_stage],
+                        help="one depth for every stage, or one per stage")
+    parser.add_argument("--encoder-conv", choices=CONVS, default=default.encoder_conv)
+    parser.add_argument("--decoder-conv", choices=CONVS, default=default.decoder_conv)
+    parser.add_argument("--fusion", choices=FUSIONS, default=default.fusion)
+    parser.add_argument("--up-conv", choices=UP_CONVS, default=default.up_conv)
+
+
+def architecture_options(args: argparse.Namespace) -> dict[str, Any]:
+    """NetConfig keyword arguments from `add_architecture_args`' options."""
+    depths = args.convs_per_stage
+    return {"widths": args.widths, "convs_per_stage": depths[0] if len(depths) == 1 else depths,
+            "encoder_conv": args.encoder_conv, "decoder_conv": args.decoder_conv,
+            "fusion": args.fusion, "up_conv": args.up_conv}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Print DeconvNet's parameter count and FLOPs.")
     parser.add_argument("--size", type=int, default=256, help="square input side in pixels")
-    parser.add_argument("--widths", type=int, nargs="+", default=NetConfig().widths)
+    add_architecture_args(parser)
     args = parser.parse_args()
-    config = NetConfig(widths=args.widths)
+    config = NetConfig(**architecture_options(args))
     model = DeconvNet(config)
     print(f"config: {asdict(config)}")
     print(f"parameters: {count_parameters(model):,}")
