@@ -27,10 +27,12 @@ def train_transforms(
     std: Sequence[float] = DEFAULT_STD,
     scale_range: tuple[float, float] = (0.8, 1.25),
     color_jitter: float = 0.2,
+    flips: bool = True,
 ) -> v2.Compose:
     """Scale jitter, random crop (padded with 0 / ignore), flips, colour jitter, normalisation.
 
-    `scale_range=(1, 1)` or `color_jitter=0` leave that step out.
+    `scale_range=(1, 1)`, `flips=False` or `color_jitter=0` leave that step out; with all three
+    off, a crop the image's size is `eval_transforms`.
     """
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
     steps: list[v2.Transform] = [v2.ToImage()]
@@ -38,11 +40,9 @@ def train_transforms(
         # Masks always resample with NEAREST in v2; the interpolation given here is the image's.
         steps.append(v2.RandomAffine(degrees=0, scale=scale_range, fill=fill,
                                      interpolation=v2.InterpolationMode.BILINEAR))
-    steps += [
-        v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill),
-        v2.RandomHorizontalFlip(),
-        v2.RandomVerticalFlip(),
-    ]
+    steps.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
+    if flips:
+        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if color_jitter > 0:
         steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter,
                                     saturation=color_jitter, hue=color_jitter / 4))

@@ -18,3 +18,16 @@ def tiny_checkpoint(tmp_path_factory):
     _, payload = tiny_payload(train_size=32, object_scale=(2.0, 8.0), warm_up=(4, 32))
     save_checkpoint(path, payload)
     return path
+
+
+@pytest.fixture(scope="session")
+def responsive_checkpoint(tmp_path_factory):
+    """The tiny model with its head's bias at zero: with random weights the bias alone decides
+    every pixel, so the mask would not depend on the image (or on how it was normalised)."""
+    path = tmp_path_factory.mktemp("ckpt") / "responsive.pt"
+    model, payload = tiny_payload(train_size=32, object_scale=(2.0, 8.0), warm_up=(4, 32))
+    with torch.no_grad():
+        model.head.bias.zero_()
+    payload["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_checkpoint(path, payload)
+    return path

@@ -192,8 +192,24 @@ async def test_partial_batch_closes_after_the_max_delay():
         gate.open.set()
         results = await asyncio.wait_for(asyncio.gather(first, *rest), 20)
     assert [r.value for r in results] == [0, 10, 20]
-    assert gate.calls == [[0], [1, 2]]
-    assert all(r.queue_seconds >= 0 and r.compute_seconds >= 0 for r in results)
+    assert gate.calls == [[0], [1, 2]]  # two of eight: closed by the delay, not by size
+
+
+async def test_a_batch_with_room_waits_the_full_delay_before_it_closes():
+    """Item 1 is taken while item 2 (another key, so never its companion) waits: a batch with
+    room and others queued waits for companions until max_batch_delay after its first item
+    arrived, and not a moment less."""
+    delay = 0.3
+    gate = Gate()
+    async with busy_batcher(gate, max_batch_size=8, max_batch_delay_s=delay,
+                            key=lambda x: x % 2) as (batcher, first):
+        one = asyncio.create_task(batcher.submit(1, 30))
+        two = asyncio.create_task(batcher.submit(2, 30))
+        await queued_at_least(batcher, 2)
+        gate.open.set()  # at once: without the wait, item 1 would start within milliseconds
+        results = await asyncio.wait_for(asyncio.gather(first, one, two), 20)
+    assert gate.calls == [[0], [1], [2]]
+    assert results[1].queue_seconds >= delay
 
 
 async def test_two_workers_compute_two_items_at_the_same_time():

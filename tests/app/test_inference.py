@@ -89,8 +89,20 @@ def test_buckets_group_exact_shapes_and_isolate_tiled_images(checkpoint):
     assert seg.padding_ratio([a, b]) == 0.0
 
 
-def test_warm_up_runs_without_requests(checkpoint):
-    segmenter(checkpoint, stacked=True).warm_up(max_batch_size=2)
+def test_warm_up_runs_the_shapes_the_service_will_see(checkpoint):
+    seg = segmenter(checkpoint, stacked=True, tile_size=64)
+    seen: list[tuple[int, ...]] = []
+    network = seg._net
+
+    def recording(batch):
+        seen.append(tuple(batch.shape))
+        return network(batch)
+
+    seg._net = recording
+    seg.warm_up(max_batch_size=2)
+    side = min(checkpoint.train_size, 64)
+    # three single images (TorchScript optimises on the second call), then a stacked batch
+    assert seen == [(1, 3, side, side)] * 3 + [(2, 3, side, side)]
 
 
 @pytest.mark.parametrize(("size", "options"), [

@@ -53,7 +53,11 @@ def test_evaluate_prints_json_last_line(tmp_path, capsys):
     assert evaluate_cli.main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
-    assert 0.0 <= result["miou"] <= 1.0 and 0.0 <= result["pixel_accuracy"] <= 1.0
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    scenes = SyntheticScenes(2, size=32, seed=5, transform=eval_transforms(ckpt.mean, ckpt.std))
+    direct = evaluate(ckpt.model, make_loader(scenes, 8, shuffle=False, seed=0), 7)
+    assert result["miou"] == round(direct["miou"], 5)
+    assert result["pixel_accuracy"] == round(direct["pixel_accuracy"], 5)
     assert "| class | IoU | truth pixels | predicted pixels |" in lines
     assert any(line.startswith("| background | ") for line in lines)
     assert (tmp_path / "m.confusion.png").stat().st_size > 0

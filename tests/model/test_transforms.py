@@ -1,9 +1,12 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torchvision import tv_tensors
 
 from model.classes import IGNORE_INDEX
+from model.data import SyntheticScenes
+from model.net import DeconvNet, NetConfig
 from model.transforms import (
     SegCutMix,
     SegMixUp,
@@ -29,7 +32,7 @@ def test_cutmix_pastes_same_box_into_images_and_masks():
     mixed_images, mixed_masks, lam = SegCutMix(num_classes=5, alpha=1.0)(images, masks)
     assert torch.equal(mixed_images[:, 0].long(), mixed_masks)
     changed = (mixed_masks != masks).float().mean().item()
-    assert 0.0 <= lam <= 1.0 and changed <= 1 - lam + 1e-6
+    assert 0.0 < lam < 1.0 and changed <= 1 - lam + 1e-6
 
 
 def test_mixup_mixes_images_and_soft_targets_with_one_lambda():
@@ -121,3 +124,44 @@ def test_color_jitter_changes_the_image_only():
     plain = [image.float() / 255, image.flip(-1).float() / 255, image.flip(-2).float() / 255,
              image.flip(-1).flip(-2).float() / 255]
     assert not any(torch.allclose(out_image, p) for p in plain)
+
+
+def test_train_transforms_without_geometry_or_jitter_are_the_eval_transforms():
+    torch.manual_seed(0)
+    image = tv_tensors.Image(torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.randint(0, 3, (20, 20)))
+    mean, std = [0.3, 0.4, 0.5], [0.2, 0.25, 0.3]
+    trained = train_transforms(20, mean, std, (1.0, 1.0), 0.0, flips=False)(image, mask)
+    evaluated = eval_transforms(mean, std)(image, mask)
+    torch.testing.assert_close(trained[0], evaluated[0], rtol=0, atol=0)
+    assert torch.equal(trained[1], mask) and torch.equal(evaluated[1], mask)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cutmix_lambda_is_the_share_of_each_image_not_pasted(seed):
+    torch.manual_seed(seed)
+    batch, size = 3, 16
+    images = torch.arange(batch, dtype=torch.float32).view(batch, 1, 1, 1).expand(
+        batch, 3, size, size).clone()  # image b is all b: a pasted pixel shows b - 1
+    masks = torch.arange(batch).view(batch, 1, 1).expand(batch, size, size).clone()
+    mixed, mixed_masks, lam = SegCutMix(num_classes=batch, alpha=1.0)(images, masks)
+    pasted = (mixed[:, 0] != images[:, 0]).float().mean(dim=(1, 2))
+    assert torch.allclose(pasted, torch.full((batch,), 1 - lam))
+    assert torch.equal(mixed_masks, mixed[:, 0].long())
+
+
+def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
+    torch.manual_seed(0)
+    data = SyntheticScenes(8, size=32, seed=4, transform=eval_transforms())
+    images = torch.stack([data[i][0] for i in range(8)])
+    masks = torch.stack([data[i][1] for i in range(8)])
+    model = DeconvNet(NetConfig(num_classes=7, widths=[8, 16]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        loss = segmentation_loss(model(images), masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
