@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
 
-.PHONY: install run test lint train evaluate bench clean
+.PHONY: install run test lint train evaluate bench clean mutation
 
 $(RUNTIME): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,3 +45,9 @@ clean:
 
 bench: $(DEV)
 	$(PY) -m bench
+
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; tests/MUTATION.md).
+# Not in `make test`: about 30 minutes on 2 cores.
+mutation: $(DEV)
+	$(PY) -m mutmut run --max-children 2
+	$(PY) -m tests.support.mutation

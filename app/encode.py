@@ -72,16 +72,6 @@ def rle_encode(binary: np.ndarray) -> list[int]:
     return runs if flat[0] == 0 else [0, *runs]
 
 
-def rle_decode(counts: list[int], height: int, width: int) -> np.ndarray:
-    values = np.zeros(sum(counts), np.uint8)
-    pos, value = 0, 0
-    for run in counts:
-        values[pos : pos + run] = value
-        pos += run
-        value ^= 1
-    return values.reshape((height, width), order="F")
-
-
 def rle_by_class(mask: np.ndarray, classes: list[str], compressed: bool = True) -> list[dict]:
     """One COCO RLE per class present: `counts` is the compressed string pycocotools writes
     (`pycocotools.mask.decode` reads it back), or with `compressed=False` the uncompressed run
