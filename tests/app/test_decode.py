@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.decode import configure_pillow, decode_image
-from app.errors import ServingError
+from app.decode import check_size, configure_pillow, decode_image
+from app.errors import InvalidInput, ServingError, TooLarge, UnsupportedFormat
 from app.responses import status_of
 from tests.reliability.corpus import png_claiming
 from tests.support.service import image_bytes
@@ -108,3 +108,26 @@ def test_random_bytes_only_ever_raise_client_errors():
         with pytest.raises(ServingError) as info:
             decode_image(data, 1000)
         assert status_of(info.value) in (400, 413, 415)
+
+
+@pytest.mark.parametrize("kind", [b"P1", b"P3", b"P6"])
+def test_a_netpbm_image_is_refused_by_name_with_415(kind):
+    data = kind + b"\n2 2\n255\n" + bytes(12)
+    with pytest.raises(UnsupportedFormat, match="PNM images are not accepted; send JPEG"):
+        decode_image(data, 1_000_000)
+
+
+@pytest.mark.parametrize("data", [b"P7\n2 2\n", b"P6x2 2\n", b"Q6\n2 2\n", b"P"])
+def test_bytes_that_only_resemble_netpbm_are_400_not_an_image(data):
+    with pytest.raises(InvalidInput, match="not a readable image"):
+        decode_image(data, 1_000_000)
+
+
+def test_the_pixel_message_gives_the_limit_in_megapixels():
+    with pytest.raises(TooLarge, match=r"the limit is 2,500,000 pixels \(2\.5 MP\)"):
+        check_size(2000, 2000, 2_500_000)
+
+
+def test_the_side_message_names_the_longest_side_and_the_limit():
+    with pytest.raises(TooLarge, match="3,000 pixels and the limit is 2,048"):
+        check_size(3000, 10, 10**9, max_side=2048)

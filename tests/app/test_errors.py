@@ -90,3 +90,19 @@ async def test_api_key_is_required_on_api_routes_when_configured(tiny_checkpoint
     assert bearer.status_code == 200 and header.status_code == 200
     assert model.status_code == 401 and metrics.status_code == 401
     assert health.status_code == 200 and ready.status_code == 200
+
+
+async def test_the_schema_describes_both_ways_of_sending_each_key(tiny_checkpoint):
+    app = create_app(make_settings(tiny_checkpoint, api_key="k", admin_key="a"))
+    async with running_client(app) as client:
+        schemes = (await client.get("/openapi.json", headers={"X-API-Key": "k"})).json()[
+            "components"]["securitySchemes"]
+    assert schemes == {
+        "APIKeyBearer": {"type": "http", "scheme": "bearer",
+                         "description": "DECONVSEG_API_KEY as a bearer token"},
+        "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                         "description": "DECONVSEG_API_KEY in the X-API-Key header"},
+        "AdminKeyBearer": {"type": "http", "scheme": "bearer",
+                           "description": "DECONVSEG_ADMIN_KEY as a bearer token"},
+        "AdminKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Admin-Key",
+                           "description": "DECONVSEG_ADMIN_KEY in the X-Admin-Key header"}}

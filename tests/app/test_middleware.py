@@ -48,3 +48,33 @@ async def test_a_not_ready_refusal_is_answered_at_once(monkeypatch, pace_s):
 async def test_no_pace_means_no_wait(monkeypatch):
     _, slept = await refuse(errors.queue_full(16), 0.0, monkeypatch)
     assert slept == []
+
+
+async def test_a_refused_upload_is_read_to_its_end_and_no_further():
+    """The refusal drains the body (so the connection can carry the next request) and stops at
+    the last chunk: a read past it would wait for a request that is not there."""
+    chunks = [{"type": "http.request", "body": b"a", "more_body": True},
+              {"type": "http.request", "body": b"b", "more_body": True},
+              {"type": "http.request", "body": b"c", "more_body": False},
+              {"type": "http.request", "body": b"next request", "more_body": False}]
+    read = []
+
+    async def receive():
+        read.append(chunks[len(read)])
+        return read[-1]
+
+    await middleware._drain(receive)
+    assert [m["body"] for m in read] == [b"a", b"b", b"c"]
+
+
+async def test_draining_stops_at_a_disconnect():
+    messages = [{"type": "http.request", "body": b"a", "more_body": True},
+                {"type": "http.disconnect"}]
+    read = []
+
+    async def receive():
+        read.append(messages[len(read)])
+        return read[-1]
+
+    await middleware._drain(receive)
+    assert len(read) == 2

@@ -161,3 +161,12 @@ def test_feature_collection_carries_each_object_as_a_feature():
     assert first["geometry"] == objects[0]["polygon"]
     assert first["properties"]["class"] == objects[0]["class"] and "polygon" not in first[
         "properties"]
+
+
+def test_the_default_tolerance_drops_vertices_that_tolerance_zero_keeps():
+    mask, _ = scene(0)
+    exact = find_objects(mask, CLASSES, tolerance=0)
+    default = find_objects(mask, CLASSES)
+    for a, b in zip(exact, default, strict=True):
+        if a["class"] == "disc":
+            assert len(b["polygon"]["coordinates"][0]) < len(a["polygon"]["coordinates"][0])
