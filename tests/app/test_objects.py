@@ -1,5 +1,6 @@
 """Objects and polygons on label masks with known shapes (app/objects.py)."""
 
+import cv2
 import numpy as np
 import pytest
 import shapely
@@ -170,3 +171,51 @@ def test_the_default_tolerance_drops_vertices_that_tolerance_zero_keeps():
     for a, b in zip(exact, default, strict=True):
         if a["class"] == "disc":
             assert len(b["polygon"]["coordinates"][0]) < len(a["polygon"]["coordinates"][0])
+
+
+def reference_components(mask: np.ndarray, min_area: int = 1) -> list[tuple]:
+    """Each class's 8-connected components found one class at a time with OpenCV's labelling:
+    (class index, bbox, area, centroid), in the order find_objects promises (reading order)."""
+    found = []
+    for index in range(1, int(mask.max()) + 1):
+        count, labels, stats, centres = cv2.connectedComponentsWithStats(
+            (mask == index).astype(np.uint8), connectivity=8)
+        for k in range(1, count):
+            x, y, w, h, area = (int(v) for v in stats[k])
+            if area >= min_area:
+                found.append((index, [x, y, w, h], area,
+                              [round(centres[k][0] + 0.5, 3), round(centres[k][1] + 0.5, 3)]))
+    return sorted(found, key=lambda c: (c[1][1], c[1][0], c[0]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("min_area", [1, 4])
+def test_touching_classes_split_exactly_as_one_class_at_a_time(seed, min_area):
+    """Blobs of three classes packed so that they touch: the components found in one pass with
+    the mixed ones split again equal those found class by class."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 4, (12, 16)).astype(np.uint8)
+    mask = np.kron(coarse, np.ones((3, 3), np.uint8))  # 36 × 48 of 3 × 3 blocks
+    mask[rng.random(mask.shape) < 0.05] = 0  # a few holes and single-pixel notches
+    confidence = rng.integers(0, 256, mask.shape).astype(np.uint8)
+    objects = find_objects(mask, CLASSES, confidence, min_area=min_area, tolerance=0)
+    got = [(o["index"], o["bbox"], o["area"], o["centroid"]) for o in objects]
+    assert got == reference_components(mask, min_area)
+    for obj in objects:  # its pixels: its class's, inside its polygon; its score: their mean
+        x, y, w, h = obj["bbox"]
+        yy, xx = np.mgrid[y:y + h, x:x + w]
+        own = (shapely.contains_xy(shape(obj["polygon"]), xx + 0.5, yy + 0.5)
+               & (mask[y:y + h, x:x + w] == obj["index"]))
+        assert own.sum() == obj["area"]
+        expected = confidence[y:y + h, x:x + w][own].mean() / 255
+        assert obj["score"] == pytest.approx(expected, abs=5e-5)
+
+
+def test_a_negative_tolerance_is_refused():
+    with pytest.raises(ValueError, match="tolerance must be ≥ 0, got -1"):
+        find_objects(np.ones((3, 3), np.uint8), CLASSES, tolerance=-1)
+
+
+def test_features_are_geojson_features():
+    (feature,) = feature_collection(find_objects(np.ones((3, 3), np.uint8), CLASSES))["features"]
+    assert feature["type"] == "Feature" and feature["geometry"]["type"] == "Polygon"
