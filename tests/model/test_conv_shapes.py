@@ -1,4 +1,5 @@
-"""The shape arithmetic the network relies on, checked against PyTorch."""
+"""The shape arithmetic the network relies on, checked against PyTorch: pinned premises
+(marked `premise`, counted apart from the tests of our own code)."""
 
 import itertools
 
@@ -6,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+pytestmark = pytest.mark.premise
 
 
 def transposed_out(h: int, k: int, s: int, p: int, d: int, op: int) -> int:
