@@ -43,8 +43,10 @@ def name(path) -> str:
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("path", RESOURCE_FILES, ids=name)
 def test_resource_file_passes_strict_schema_validation(path, version):
-    for obj in load_objects(path):
-        kubernetes_validate.validate(obj, version, strict=True)
+    objects = load_objects(path)
+    assert objects, f"{path} holds no Kubernetes object"
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)  # raises on any schema error
 
 
 def test_strict_validation_rejects_a_misspelled_field():
