@@ -227,3 +227,48 @@ def test_by_default_a_single_pixel_is_an_object_and_without_confidence_it_has_no
     mask[2, 3] = 1
     (obj,) = find_objects(mask, CLASSES)
     assert (obj["area"], obj["bbox"], obj["score"]) == (1, [3, 2, 1, 1], None)
+
+
+def rings_of(mask: np.ndarray, tolerance: float = 0) -> list:
+    (obj,) = find_objects(mask, ["background", "a"], tolerance=tolerance)
+    return obj["polygon"]["coordinates"]
+
+
+def test_a_rectangles_ring_is_its_pixel_edges_in_whole_numbers():
+    mask = np.zeros((8, 9), np.uint8)
+    mask[2:4, 1:4] = 1
+    assert rings_of(mask) == [[[4, 2], [4, 4], [1, 4], [1, 2], [4, 2]]]
+    assert all(type(v) is int for point in rings_of(mask)[0] for v in point)
+
+
+def test_a_one_pixel_hole_is_a_clockwise_unit_square():
+    mask = np.zeros((7, 7), np.uint8)
+    mask[1:6, 1:6] = 1
+    mask[3, 3] = 0
+    assert rings_of(mask) == [[[6, 1], [6, 6], [1, 6], [1, 1], [6, 1]],
+                              [[3, 4], [4, 4], [4, 3], [3, 3], [3, 4]]]
+
+
+@pytest.mark.parametrize(("pixels", "ring"), [
+    ([(1, 1), (2, 2)], [[2.0, 1.0], [2.0, 1.5], [2.5, 1.5], [2.5, 2.0], [3.0, 2.0], [3.0, 3.0],
+                        [2.0, 3.0], [2.0, 2.0], [1.0, 2.0], [1.0, 1.0], [2.0, 1.0]]),
+    ([(1, 2), (2, 1)], [[3.0, 1.0], [3.0, 2.0], [2.0, 2.0], [2.0, 3.0], [1.0, 3.0], [1.0, 2.0],
+                        [1.5, 2.0], [1.5, 1.5], [2.0, 1.5], [2.0, 1.0], [3.0, 1.0]]),
+], ids=["down-right", "down-left"])
+def test_a_diagonal_touch_is_joined_through_a_half_pixel_notch(pixels, ring):
+    mask = np.zeros((4, 4), np.uint8)
+    for row, col in pixels:
+        mask[row, col] = 1
+    assert rings_of(mask) == [ring]
+
+
+def test_a_polygon_simplifying_would_break_is_simplified_again_and_stays_valid():
+    """Douglas–Peucker on each ring alone makes this one cross itself at 2 px; the fallback
+    simplifies the whole polygon preserving topology."""
+    mask = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1], [0, 0, 1, 1]], np.uint8)
+    rings = rings_of(mask, tolerance=2.0)
+    geometry = shape({"type": "Polygon", "coordinates": rings})
+    exact = shape({"type": "Polygon", "coordinates": rings_of(mask)})
+    assert geometry.is_valid and geometry.exterior.is_ccw
+    assert all(ring[0] == ring[-1] and ring[1] != ring[-1] for ring in rings)
+    assert geometry.hausdorff_distance(exact) <= 2.0
