@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.decode import check_size, configure_pillow, decode_image
+from app.decode import _bomb, check_pixels, check_size, configure_pillow, decode_image
 from app.errors import InvalidInput, ServingError, TooLarge, UnsupportedFormat
 from app.responses import status_of
 from tests.reliability.corpus import png_claiming
@@ -131,3 +131,20 @@ def test_the_pixel_message_gives_the_limit_in_megapixels():
 def test_the_side_message_names_the_longest_side_and_the_limit():
     with pytest.raises(TooLarge, match="3,000 pixels and the limit is 2,048"):
         check_size(3000, 10, 10**9, max_side=2048)
+
+
+@pytest.mark.parametrize("array", [np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4), np.uint8),
+                                   np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 1), np.uint8)])
+def test_check_pixels_takes_only_uint8_rgb_arrays(array):
+    with pytest.raises(InvalidInput, match=r"must be uint8 \(H, W, 3\); got") as caught:
+        check_pixels(array, 1000)
+    assert caught.value.code == "invalid_image"
+
+
+def test_pillows_own_bomb_limit_is_reported_with_our_code_and_limits():
+    named = _bomb(Image.DecompressionBombError("Image size (5000 pixels) exceeds limit"), 1000)
+    unnamed = _bomb(Image.DecompressionBombError("too big"), 1000)
+    assert named.code == unnamed.code == "too_many_pixels"
+    assert named.message.startswith("the image is 5,000 pixels; the limit is 1,000 pixels")
+    assert unnamed.message.startswith("the image is over 2,000 pixels; the limit is 1,000 pixels")
+    assert "(0.001 MP)" in unnamed.message

@@ -106,3 +106,34 @@ async def test_the_schema_describes_both_ways_of_sending_each_key(tiny_checkpoin
                            "description": "DECONVSEG_ADMIN_KEY as a bearer token"},
         "AdminKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Admin-Key",
                            "description": "DECONVSEG_ADMIN_KEY in the X-Admin-Key header"}}
+
+
+@pytest.mark.parametrize(("api_key", "admin_key"), [("k", None), (None, "a")])
+async def test_each_key_guards_its_own_routes_in_the_schema_and_at_the_door(tiny_checkpoint,
+                                                                           api_key, admin_key):
+    app = create_app(make_settings(tiny_checkpoint, api_key=api_key, admin_key=admin_key))
+    async with running_client(app) as client:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        paths = (await client.get("/openapi.json", headers=headers)).json()["paths"]
+        segment = paths["/segment"]["post"].get("security")
+        index = paths.get("/v2/repository/index", {}).get("post", {}).get("security")
+        upload = await post_image(client, image_bytes(8, 8))
+        control = await client.post("/v2/repository/index")
+    if api_key:
+        assert segment == [{"APIKeyBearer": []}, {"APIKeyHeader": []}] and index is None
+        assert upload.status_code == 401 and control.status_code == 404  # no admin key: no route
+    else:
+        assert segment is None
+        assert index == [{"AdminKeyBearer": []}, {"AdminKeyHeader": []}]
+        assert upload.status_code == 200 and control.status_code == 401
+
+
+@pytest.mark.parametrize(("authorization", "status"), [
+    ("Bearer k", 200), ("bearer k", 200), ("BEARER   k", 200), ("Basic k", 401),
+    ("Token k", 401), ("Bearer wrong k", 401), ("Bearer", 401), ("k", 401)])
+async def test_only_a_bearer_token_equal_to_the_key_passes(tiny_checkpoint, authorization,
+                                                           status):
+    app = create_app(make_settings(tiny_checkpoint, api_key="k"))
+    async with running_client(app) as client:
+        r = await post_image(client, image_bytes(8, 8), headers={"Authorization": authorization})
+    assert r.status_code == status
