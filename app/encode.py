@@ -61,17 +61,6 @@ def areas(mask: np.ndarray, classes: list[str]) -> dict[str, float]:
     return {name: round(float(c) / total, 6) for name, c in zip(classes, counts, strict=True)}
 
 
-def rle_encode(binary: np.ndarray) -> list[int]:
-    """COCO uncompressed RLE counts: column-major runs, starting with a run of zeros."""
-    flat = np.asfortranarray(binary).ravel(order="F").astype(np.uint8)
-    if flat.size == 0:
-        return []
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    runs = np.diff(bounds).tolist()
-    return runs if flat[0] == 0 else [0, *runs]
-
-
 def rle_by_class(mask: np.ndarray, classes: list[str], compressed: bool = True) -> list[dict]:
     """One COCO RLE per class present: `counts` is the compressed string pycocotools writes
     (`pycocotools.mask.decode` reads it back), or with `compressed=False` the uncompressed run

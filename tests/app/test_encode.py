@@ -5,15 +5,16 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from app.encode import areas, mask_png, overlay_png, rle_by_class, rle_encode
+from app.encode import areas, mask_png, overlay_png, rle_by_class
 from model.classes import default_palette
 from tests.support.service import coco_decode
 from tests.tiny import CLASSES
 
 
-def test_rle_is_column_major_and_starts_with_zeros():
-    binary = np.array([[1, 0], [1, 1]], bool)  # columns: (1, 1), (0, 1)
-    assert rle_encode(binary) == [0, 2, 1, 1]
+def test_uncompressed_rle_is_column_major_and_starts_with_zeros():
+    mask = np.array([[1, 0], [1, 1]], np.uint8)  # columns: (1, 1), (0, 1)
+    by_class = {e["index"]: e["counts"] for e in rle_by_class(mask, CLASSES, compressed=False)}
+    assert by_class == {1: [0, 2, 1, 1], 0: [2, 1, 1]}
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 600), (33, 17), (5, 5)])
