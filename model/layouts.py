@@ -170,6 +170,7 @@ def _coco_painter(image: dict[str, Any], annotations: list[dict[str, Any]],
         height, width = int(image["height"]), int(image["width"])
         mask = np.zeros((height, width), np.uint8)
         crowd = np.zeros((height, width), bool)
+        instances = np.zeros_like(crowd)
         # Largest first: where instances overlap, the smaller one (usually in front) wins.
         for ann in sorted(annotations, key=lambda a: -float(a.get("area", 0))):
             region = _decode(ann, height, width, json_path)
@@ -177,10 +178,7 @@ def _coco_painter(image: dict[str, Any], annotations: list[dict[str, Any]],
                 crowd |= region
             else:
                 mask[region] = index_of[ann["category_id"]]
-        instances = np.zeros_like(crowd)
-        for ann in annotations:
-            if not ann.get("iscrowd"):
-                instances |= _decode(ann, height, width, json_path)
+                instances |= region
         mask[crowd & ~instances] = IGNORE_INDEX
         return mask
 

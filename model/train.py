@@ -40,7 +40,7 @@ from model.data import (
     make_loader,
 )
 from model.evaluate import confusion
-from model.layouts import LabelledImages, open_dataset
+from model.layouts import LabelledImages, detect, open_dataset
 from model.metrics import SegMetrics
 from model.net import DeconvNet
 from model.train_config import TrainConfig, get_args_parser
@@ -80,10 +80,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[SegDataset, SegDataset, list[str]]
         return open_dataset(path, cfg.data_format, split, cfg.label_map, transform)
 
     train_full = opened(cfg.data, "train", train_tf)
-    has_val_split = cfg.data_format in ("voc", "cityscapes") or (
-        cfg.data_format == "auto" and any((Path(cfg.data) / d).is_dir()
-                                          for d in ("JPEGImages", "leftImg8bit")))
-    if cfg.val_data or has_val_split:
+    kind = detect(Path(cfg.data)) if cfg.data_format == "auto" else cfg.data_format
+    if cfg.val_data or kind in ("voc", "cityscapes"):  # layouts with a val split of their own
         val_full = opened(cfg.val_data or cfg.data, "val", val_tf)
         if val_full.classes != train_full.classes:
             raise DatasetError(f"{cfg.val_data or cfg.data}: validation classes "
