@@ -223,9 +223,9 @@ class Segmenter:
             o = self.options
             image = item.tensor[None].to(self.device)
             normalize = self._normalize_band if image.dtype == torch.uint8 else None
-            mask, top = sliding_window_maps(self._forward, image, o.tile_size, o.tile_overlap,
-                                            o.tile_batch_size, normalize=normalize,
-                                            confidence=confidence)
+            mask, top = sliding_window_maps(self._forward, image, tile=o.tile_size,
+                                            overlap=o.tile_overlap, batch_size=o.tile_batch_size,
+                                            normalize=normalize, confidence=confidence)
             return mask.numpy(), None if top is None else top.numpy()
         return self._maps(self._tiled_logits(item), item, confidence)
 
@@ -233,8 +233,9 @@ class Segmenter:
         o = self.options
         image = item.tensor[None].to(self.device)
         normalize = self._normalize_band if image.dtype == torch.uint8 else None
-        return sliding_window_logits(self._forward, image, self.num_classes, o.tile_size,
-                                     o.tile_overlap, o.tile_batch_size, normalize=normalize)
+        return sliding_window_logits(self._forward, image, self.num_classes, tile=o.tile_size,
+                                     overlap=o.tile_overlap, batch_size=o.tile_batch_size,
+                                     normalize=normalize)
 
     def probabilities(self, item: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The mask (as `predict` gives it), the (K, height, width) float16 softmax probabilities

@@ -84,8 +84,8 @@ def _owned_logits(model: Model, image: torch.Tensor, tile: int, overlap: int, ba
                        out[:, y0 - top:y1 - top, x0 - left:x1 - left])
 
 
-def sliding_window_logits(model: Model, image: torch.Tensor, num_classes: int, tile: int = 512,
-                          overlap: int = 64, batch_size: int = 1,
+def sliding_window_logits(model: Model, image: torch.Tensor, num_classes: int, *, tile: int,
+                          overlap: int, batch_size: int = 1,
                           normalize: Normalize | None = None) -> torch.Tensor:
     """Float logits (1, K, H, W) for an image (1, C, H, W), tile by tile.
 
@@ -99,14 +99,15 @@ def sliding_window_logits(model: Model, image: torch.Tensor, num_classes: int, t
     return logits
 
 
-def sliding_window_mask(model: Model, image: torch.Tensor, tile: int = 512, overlap: int = 64,
+def sliding_window_mask(model: Model, image: torch.Tensor, *, tile: int, overlap: int,
                         batch_size: int = 1, normalize: Normalize | None = None) -> torch.Tensor:
     """Class indices (H, W) as uint8 for an image (1, C, H, W), tile by tile: the argmax of
     `sliding_window_logits`, without ever holding more than one tile's logits."""
-    return sliding_window_maps(model, image, tile, overlap, batch_size, normalize)[0]
+    return sliding_window_maps(model, image, tile=tile, overlap=overlap, batch_size=batch_size,
+                               normalize=normalize)[0]
 
 
-def sliding_window_maps(model: Model, image: torch.Tensor, tile: int = 512, overlap: int = 64,
+def sliding_window_maps(model: Model, image: torch.Tensor, *, tile: int, overlap: int,
                         batch_size: int = 1, normalize: Normalize | None = None,
                         confidence: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`sliding_window_mask`, and with `confidence` also `top_probability` (H, W) uint8, tile by

@@ -344,3 +344,9 @@ async def test_worker_zero_runs_on_idle_once_after_work_goes_quiet():
     finally:
         batcher.stop()
     assert first == 1 and len(calls) == 2  # once per quiet spell, never without work between
+
+
+def test_waiting_for_a_queue_that_never_fills_gives_up_after_the_timeout():
+    batcher = OneLane(lambda items: items)
+    assert batcher.wait_until_queued(0, 0.01) is True  # already true: no wait
+    assert batcher.wait_until_queued(1, 0.01) is False

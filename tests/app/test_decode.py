@@ -148,3 +148,25 @@ def test_pillows_own_bomb_limit_is_reported_with_our_code_and_limits():
     assert named.message.startswith("the image is 5,000 pixels; the limit is 1,000 pixels")
     assert unnamed.message.startswith("the image is over 2,000 pixels; the limit is 1,000 pixels")
     assert "(0.001 MP)" in unnamed.message
+
+
+def test_the_pixel_message_gives_a_small_limit_in_megapixels_exactly():
+    with pytest.raises(TooLarge, match=r"the limit is 1,000 pixels \(0\.001 MP\)"):
+        check_size(40, 40, 1000)
+
+
+def test_a_p_followed_by_a_letter_is_not_taken_for_netpbm():
+    with pytest.raises(InvalidInput, match="not a readable image"):
+        decode_image(b"PX\n2 2\n255\n" + bytes(12), 1_000_000)
+
+
+def test_check_pixels_applies_the_longest_side_limit():
+    check_pixels(np.zeros((4, 64, 3), np.uint8), 1000, max_side=64)
+    with pytest.raises(TooLarge, match="its longest side is 65 pixels and the limit is 64"):
+        check_pixels(np.zeros((4, 65, 3), np.uint8), 1000, max_side=64)
+
+
+def test_check_pixels_applies_the_pixel_limit():
+    check_pixels(np.zeros((10, 100, 3), np.uint8), 1000)
+    with pytest.raises(TooLarge, match="the limit is 1,000 pixels"):
+        check_pixels(np.zeros((10, 101, 3), np.uint8), 1000)

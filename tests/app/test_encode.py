@@ -62,3 +62,23 @@ def test_overlay_colours_objects_and_leaves_background():
     assert out.shape == (2, 2, 3)
     assert out[0, 0].tolist() == [100, 100, 100]
     assert out[0, 1].tolist() == [165, 62, 88]  # halfway to (230, 25, 75)
+
+
+def test_a_mask_in_any_integer_dtype_encodes_as_its_uint8_values():
+    mask = np.arange(12).reshape(3, 4) % len(CLASSES)
+    png = mask_png(mask.astype(np.int64), default_palette(len(CLASSES)))
+    assert png == mask_png(mask.astype(np.uint8), default_palette(len(CLASSES)))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), mask)
+
+
+def test_palette_entries_past_the_classes_are_black():
+    palette = [[10, 20, 30], [40, 50, 60]]
+    with Image.open(io.BytesIO(mask_png(np.zeros((2, 2), np.uint8), palette))) as im:
+        entries = im.getpalette()
+    assert entries[:6] == [10, 20, 30, 40, 50, 60]
+    assert set(entries[6:]) == {0}
+
+
+def test_areas_are_rounded_to_six_decimals():
+    mask = np.array([[0, 1, 1]], np.uint8)
+    assert areas(mask, ["a", "b"]) == {"a": 0.333333, "b": 0.666667}

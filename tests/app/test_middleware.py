@@ -78,3 +78,16 @@ async def test_draining_stops_at_a_disconnect():
 
     await middleware._drain(receive)
     assert len(read) == 2
+
+
+async def test_draining_stops_at_a_message_that_does_not_say_more_body():
+    """ASGI's `more_body` defaults to False: a message without it is the last one."""
+    messages = [{"type": "http.request", "body": b"all"}, {"type": "http.request", "body": b"x"}]
+    read = []
+
+    async def receive():
+        read.append(messages[len(read)])
+        return read[-1]
+
+    await middleware._drain(receive)
+    assert [m["body"] for m in read] == [b"all"]

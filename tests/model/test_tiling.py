@@ -94,3 +94,20 @@ def test_raw_image_normalised_band_by_band_matches_a_normalised_image():
     banded = sliding_window_mask(model, raw[None], tile=32, overlap=8,
                                  normalize=lambda band: preprocess(band[0], mean, std)[None])
     assert torch.equal(whole, banded)
+
+
+def test_a_one_pixel_tile_is_allowed_and_a_zero_pixel_tile_is_not():
+    assert Axis.plan(3, tile=1, overlap=0) == Axis(3, 1, (0, 1, 2))
+    with pytest.raises(ValueError, match="tile ≥ 1"):
+        Axis.plan(3, tile=0, overlap=0)
+
+
+def test_maps_compute_confidence_only_when_asked():
+    from model.tiling import sliding_window_maps
+    x = torch.randn(1, 3, 20, 30)
+    mask, top = sliding_window_maps(Identity(), x, tile=16, overlap=4)
+    assert top is None and mask.dtype == torch.uint8
+    mask2, top2 = sliding_window_maps(Identity(), x, tile=16, overlap=4, confidence=True)
+    assert torch.equal(mask, mask2) and top2 is not None
+    expected = (x.softmax(1).amax(1)[0] * 255).round().to(torch.uint8)
+    assert torch.equal(top2, expected)
