@@ -56,7 +56,7 @@ class _Item:
 class Batcher:
     """`await submit(lane, x, timeout)` → `Result`; lanes share one queue and one worker pool."""
 
-    def __init__(self, policy: ThreadPolicy, max_queue: int = 64,
+    def __init__(self, policy: ThreadPolicy, max_queue: int,
                  on_drop: Callable[[str], None] | None = None,
                  on_idle: Callable[[], None] | None = None, idle_s: float = 1.0) -> None:
         """`on_idle` runs once in worker 0 after `idle_s` seconds without work (e.g. handing

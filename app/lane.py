@@ -46,8 +46,8 @@ class Lane(Generic[In, Out]):
     """One stream of work: its predict stage and batch knobs (checked here, at construction)."""
 
     predict: Callable[[Sequence[In], WorkerContext], Sequence[Out]]
-    max_batch_size: int = 8
-    max_batch_delay_s: float = 0.005
+    max_batch_size: int  # the settings hold the defaults (one source)
+    max_batch_delay_s: float
     bucket: Callable[[In], Hashable] = lambda _: None
     on_batch: Callable[[BatchStats], None] = _no_stats
 

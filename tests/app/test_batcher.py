@@ -302,10 +302,10 @@ async def test_predict_gets_the_worker_context_from_the_policy():
         seen.append(context)
         return list(items)
 
-    batcher = Batcher(ThreadPolicy(threads=4, workers=2))
+    batcher = Batcher(ThreadPolicy(threads=4, workers=2), max_queue=64)
     batcher.start()
     try:
-        await batcher.submit(Lane(predict), 1, 30)
+        await batcher.submit(Lane(predict, 8, 0.005), 1, 30)
     finally:
         batcher.stop()
     assert seen == [WorkerContext(index=0, threads=4)]  # worker 0 alone: every thread
@@ -331,8 +331,8 @@ async def test_worker_zero_runs_on_idle_once_after_work_goes_quiet():
         calls.append(1)
         idled.set()
 
-    batcher = Batcher(ThreadPolicy(threads=1, workers=1), on_idle=on_idle, idle_s=0.05)
-    lane = Lane(lambda items, _context: list(items))
+    batcher = Batcher(ThreadPolicy(threads=1, workers=1), 64, on_idle=on_idle, idle_s=0.05)
+    lane = Lane(lambda items, _context: list(items), 8, 0.005)
     batcher.start()
     try:
         assert (await batcher.submit(lane, 1, 30)).value == 1
@@ -350,3 +350,11 @@ def test_waiting_for_a_queue_that_never_fills_gives_up_after_the_timeout():
     batcher = OneLane(lambda items: items)
     assert batcher.wait_until_queued(0, 0.01) is True  # already true: no wait
     assert batcher.wait_until_queued(1, 0.01) is False
+
+
+def test_the_smallest_knobs_are_accepted_and_the_refusals_name_the_value():
+    assert OneLane(lambda xs: xs, max_batch_size=1, max_batch_delay_s=0, max_queue=1)
+    with pytest.raises(ValueError, match=r"^max_batch_size must be ≥ 1, got 0$"):
+        OneLane(lambda xs: xs, max_batch_size=0)
+    with pytest.raises(ValueError, match=r"^max_batch_delay_s must be ≥ 0, got -0\.001$"):
+        OneLane(lambda xs: xs, max_batch_delay_s=-0.001)

@@ -271,4 +271,12 @@ def test_a_polygon_simplifying_would_break_is_simplified_again_and_stays_valid()
     exact = shape({"type": "Polygon", "coordinates": rings_of(mask)})
     assert geometry.is_valid and geometry.exterior.is_ccw
     assert all(ring[0] == ring[-1] and ring[1] != ring[-1] for ring in rings)
+    assert all(a != b for ring in rings for a, b in zip(ring, ring[1:], strict=False))
     assert geometry.hausdorff_distance(exact) <= 2.0
+
+
+def test_tracing_refuses_a_component_that_is_two():
+    from app.outlines import trace
+    pixels = np.array([[1, 0, 0], [0, 0, 1]], np.uint8)
+    with pytest.raises(ValueError, match="expected one 8-connected component, found 2"):
+        trace([(pixels, 0, 0)])

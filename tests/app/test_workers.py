@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from app.workers import ThreadPolicy, WorkerContext, in_own_thread
+from app.workers import ThreadPolicy, WorkerContext, in_own_thread, use_threads
 
 
 @pytest.mark.parametrize(("workers", "busy", "queued", "worker", "expected"), [
@@ -53,3 +53,27 @@ def test_torch_thread_count_is_per_thread():
     t.start()
     t.join()
     assert seen == [3] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("knob", ["threads", "workers"])
+def test_policy_takes_one_and_names_zero_in_its_refusal(knob):
+    assert ThreadPolicy(**({"threads": 2, "workers": 2} | {knob: 1}))
+    with pytest.raises(ValueError, match=f"^{knob} must be ≥ 1, got 0$"):
+        ThreadPolicy(**({"threads": 2, "workers": 2} | {knob: 0}))
+
+
+def test_use_threads_sets_this_threads_torch_threads():
+    def probe():
+        use_threads(2)
+        first = torch.get_num_threads()
+        use_threads(1)
+        return first, torch.get_num_threads()
+
+    assert in_own_thread(probe, 3, "probe") == (2, 1)
+
+
+def test_in_own_thread_runs_in_a_named_thread_that_ends():
+    seen = []
+    in_own_thread(lambda: seen.append(threading.current_thread()), 1, "warm-up")
+    assert seen[0].name == "warm-up" and seen[0] is not threading.current_thread()
+    assert not seen[0].is_alive()
