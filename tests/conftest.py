@@ -36,13 +36,23 @@ def responsive_checkpoint(tmp_path_factory):
     return path
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Left out under mutmut: they start processes or train, seconds per test, and every mutant of a
+# function they reach (most of app/) would wait for them. Each still runs in `make test`.
+SLOW_UNDER_MUTATION = ("tests/app/test_entrypoint.py", "tests/app/test_backends.py",
+                       "tests/model/test_distributed.py", "tests/model/test_train.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `make mutation` only (mutmut runs the tests from inside `mutants/`, beside its
-    stats): fastest tests first, by the durations mutmut recorded. mutmut stops at the first
-    failure (`-x`), so a mutant a quick unit test kills no longer waits behind the end-to-end
-    tests that also reach its function; the verdicts are the same, only sooner."""
+    stats): the tests above are left out, and the rest run fastest first, by the durations mutmut
+    recorded. mutmut stops at the first failure (`-x`), so a mutant a quick unit test kills no
+    longer waits behind the end-to-end tests that also reach its function."""
     stats = Path("mutmut-stats.json")
     if Path.cwd().name != "mutants" or not stats.is_file():
         return
+    slow = [item for item in items if item.nodeid.startswith(SLOW_UNDER_MUTATION)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if item not in slow]
     durations = json.loads(stats.read_text()).get("duration_by_test", {})
     items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))

@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_cmyk_jpeg_becomes_rgb():
 def test_sixteen_bit_is_scaled_not_clipped():
     array = np.array([[0, 257, 32768, 65535]], np.uint16)
     rgb = decode_image(encoded(Image.fromarray(array)), 1000)
-    assert rgb[0, :, 0].tolist() == [0, 1, 128, 255]
+    assert rgb.dtype == np.uint8 and rgb[0, :, 0].tolist() == [0, 1, 128, 255]
     assert (rgb[..., 0] == rgb[..., 2]).all()
 
 
@@ -50,9 +51,13 @@ def test_alpha_is_dropped_not_composited():
     assert rgb[0, 0].tolist() == [10, 20, 30]
 
 
-def test_palette_with_transparency_is_accepted():
-    image = Image.fromarray(np.zeros((5, 5), np.uint8)).convert("P")
-    assert decode_image(encoded(image, transparency=0), 1000).shape == (5, 5, 3)
+def test_palette_with_transparency_gives_its_colours_without_a_warning():
+    image = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")
+    image.putpalette([200, 100, 50, 1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow warns when it must guess at the transparency
+        rgb = decode_image(encoded(image, transparency=b"\x00\x80"), 1000)  # alpha per entry
+    assert rgb.tolist() == [[[200, 100, 50], [1, 2, 3]], [[1, 2, 3], [200, 100, 50]]]
 
 
 def test_exif_orientation_6_rotates_into_the_displayed_frame():

@@ -141,3 +141,35 @@ def test_confidence_is_255_only_where_the_top_probability_rounds_to_one():
     probability = torch.softmax(torch.tensor([0.0, 0.0, 10.0, 3.0]), 0).max().item()
     assert top == [round(probability * 255), 64, 255]
     assert (top[0] == 255) == (round(probability * 255) == 255)
+
+
+def test_a_resized_image_over_the_tile_size_is_tiled_then_brought_to_the_upload_size(checkpoint):
+    """resize policy, train_size 32 > tile 16: the resized float tensor runs as tiles, and the
+    stitched logits are resized to the upload before the argmax."""
+    from model.tiling import sliding_window_logits
+    seg = segmenter(checkpoint, resolution="resize", tile_size=16, tile_overlap=4)
+    item = seg.prepare(random_image(48, 64))
+    assert item.shape == (24, 32) and item.tensor.dtype == torch.float32 and seg.needs_tiling(item)
+    with torch.inference_mode():
+        logits = sliding_window_logits(seg.model, item.tensor[None], 3, tile=16, overlap=4)
+        logits = torch.nn.functional.interpolate(logits, size=(48, 64), mode="bilinear",
+                                                 align_corners=False)
+    (mask, top), = seg.predict_with_confidence([item])
+    assert np.array_equal(mask, logits[0].argmax(0).numpy().astype(np.uint8))
+    assert np.array_equal(top, top_probability(logits)[0].numpy())
+    assert np.array_equal(seg.predict([item])[0], mask)
+
+
+def test_probabilities_give_a_uint8_mask_that_is_their_argmax(checkpoint):
+    seg = segmenter(checkpoint)
+    mask, probs, top = seg.probabilities(seg.prepare(random_image(20, 30)))
+    assert mask.dtype == np.uint8 and probs.dtype == np.float16 and top.dtype == np.uint8
+    assert np.array_equal(mask, probs.astype(np.float32).argmax(0))
+
+
+def test_forward_is_the_network_on_a_normalised_batch(checkpoint):
+    seg = segmenter(checkpoint)
+    batch = torch.randn(2, 3, 16, 24)
+    with torch.inference_mode():
+        expected = seg.model(batch)
+    torch.testing.assert_close(seg.forward(batch), expected)
