@@ -3,7 +3,15 @@
 import pytest
 from pydantic import SecretStr
 
-from app.auth import ADMIN, API, KeyMiddleware, _schemes, protected_paths, supplied_key
+from app.auth import (
+    ADMIN,
+    API,
+    KeyMiddleware,
+    _schemes,
+    keys_as_configured,
+    protected_paths,
+    supplied_key,
+)
 
 
 def scope(*headers: tuple[bytes, bytes]) -> dict:
@@ -100,3 +108,41 @@ async def test_the_key_middleware_refuses_exactly_the_protected_paths_without_th
 async def test_without_a_key_configured_the_middleware_lets_everything_through():
     middleware = KeyMiddleware(None, None, lambda: SCHEMA, API)
     assert await call(middleware, "/a") == (200, True)
+
+
+def settings_with(**keys):
+    from app.settings import Settings
+    return Settings(**keys)
+
+
+def test_the_schema_loses_the_requirements_and_401s_of_unset_keys_only():
+    schema = {
+        "paths": {"/p": {
+            "get": {"responses": {"200": {}}},  # no security: left alone
+            "post": {"security": [{"AdminKeyBearer": []}], "responses": {"200": {}, "401": {}}},
+            "put": {"security": [{"APIKeyBearer": []}, {"AdminKeyHeader": []}],
+                    "responses": {"401": {}}},
+            "delete": {"security": [{"AdminKeyHeader": []}]},  # no responses at all
+            "patch": {"security": [{"AdminKeyHeader": []}], "responses": {"200": {}}},  # no 401
+        }, "/q": {"parameters": []}},
+        "components": {"securitySchemes": {s: {} for s in (*API.schemes, *ADMIN.schemes)}},
+    }
+    out = keys_as_configured(schema, settings_with(api_key="k"))
+    ops = out["paths"]["/p"]
+    assert ops["get"] == {"responses": {"200": {}}}
+    assert ops["post"] == {"responses": {"200": {}}}
+    assert ops["put"] == {"security": [{"APIKeyBearer": []}], "responses": {"401": {}}}
+    assert ops["delete"] == {} and ops["patch"] == {"responses": {"200": {}}}
+    assert set(out["components"]["securitySchemes"]) == set(API.schemes)
+
+
+def test_with_no_key_set_the_security_schemes_are_gone():
+    schema = {"paths": {"/p": {"post": {"security": [{"APIKeyHeader": []}]}}},
+              "components": {"securitySchemes": {s: {} for s in API.schemes}, "schemas": {}}}
+    out = keys_as_configured(schema, settings_with())
+    assert out["components"] == {"schemas": {}} and out["paths"]["/p"]["post"] == {}
+
+
+@pytest.mark.parametrize("schema", [{"paths": {}}, {"paths": {}, "components": {}}])
+def test_a_schema_without_components_or_schemes_is_fine(schema):
+    assert keys_as_configured(schema, settings_with()) == schema

@@ -175,3 +175,9 @@ def test_check_pixels_applies_the_pixel_limit():
     check_pixels(np.zeros((10, 100, 3), np.uint8), 1000)
     with pytest.raises(TooLarge, match="the limit is 1,000 pixels"):
         check_pixels(np.zeros((10, 101, 3), np.uint8), 1000)
+
+
+def test_a_png_ending_in_a_few_stray_bytes_after_its_last_chunk_still_decodes():
+    data = image_bytes(8, 8)
+    cut = data.rfind(b"IEND") - 4  # IEND's length field
+    assert decode_image(data[:cut] + b"\0\0", 1000).shape == (8, 8, 3)

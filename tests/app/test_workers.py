@@ -77,3 +77,18 @@ def test_in_own_thread_runs_in_a_named_thread_that_ends():
     in_own_thread(lambda: seen.append(threading.current_thread()), 1, "warm-up")
     assert seen[0].name == "warm-up" and seen[0] is not threading.current_thread()
     assert not seen[0].is_alive()
+
+
+def test_use_threads_calls_torch_only_when_the_count_changes(monkeypatch):
+    from app import workers
+    calls = []
+    monkeypatch.setattr(workers.torch, "set_num_threads", calls.append)
+
+    def probe():
+        for count in (2, 2, 1, 1, 2):
+            use_threads(count)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    assert calls == [2, 1, 2]
