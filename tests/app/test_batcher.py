@@ -353,7 +353,9 @@ def test_waiting_for_a_queue_that_never_fills_gives_up_after_the_timeout():
 
 
 def test_the_smallest_knobs_are_accepted_and_the_refusals_name_the_value():
-    assert OneLane(lambda xs: xs, max_batch_size=1, max_batch_delay_s=0, max_queue=1)
+    smallest = OneLane(lambda xs: xs, max_batch_size=1, max_batch_delay_s=0, max_queue=1)
+    assert (smallest.lane.max_batch_size, smallest.lane.max_batch_delay_s,
+            smallest.max_queue) == (1, 0, 1)
     with pytest.raises(ValueError, match=r"^max_batch_size must be ≥ 1, got 0$"):
         OneLane(lambda xs: xs, max_batch_size=0)
     with pytest.raises(ValueError, match=r"^max_batch_delay_s must be ≥ 0, got -0\.001$"):

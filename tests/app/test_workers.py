@@ -57,7 +57,7 @@ def test_torch_thread_count_is_per_thread():
 
 @pytest.mark.parametrize("knob", ["threads", "workers"])
 def test_policy_takes_one_and_names_zero_in_its_refusal(knob):
-    assert ThreadPolicy(**({"threads": 2, "workers": 2} | {knob: 1}))
+    assert getattr(ThreadPolicy(**({"threads": 2, "workers": 2} | {knob: 1})), knob) == 1
     with pytest.raises(ValueError, match=f"^{knob} must be ≥ 1, got 0$"):
         ThreadPolicy(**({"threads": 2, "workers": 2} | {knob: 0}))
 
