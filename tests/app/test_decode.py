@@ -1,4 +1,5 @@
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -181,3 +182,44 @@ def test_a_png_ending_in_a_few_stray_bytes_after_its_last_chunk_still_decodes():
     data = image_bytes(8, 8)
     cut = data.rfind(b"IEND") - 4  # IEND's length field
     assert decode_image(data[:cut] + b"\0\0", 1000).shape == (8, 8, 3)
+
+
+def png_chunks(data: bytes) -> dict[bytes, int]:
+    """Chunk type → its offset, walking the lengths (IHDR at 8, right after the signature)."""
+    offsets, pos = {}, 8
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        offsets[data[pos + 4:pos + 8]] = pos
+        pos += 12 + length
+    return offsets
+
+
+def with_bad_crc(data: bytes, kind: bytes) -> bytes:
+    pos = png_chunks(data)[kind]
+    (length,) = struct.unpack_from(">I", data, pos)
+    crc_at = pos + 8 + length
+    return data[:crc_at] + bytes(b ^ 0xFF for b in data[crc_at:crc_at + 4]) + data[crc_at + 4:]
+
+
+@pytest.mark.parametrize("kind", [b"IDAT", b"IEND"])  # IEND: the last 12 bytes of the file
+def test_a_png_chunk_with_a_bad_crc_is_named_with_its_offset(kind):
+    data = image_bytes(8, 8)
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(with_bad_crc(data, kind), 1000)
+    assert caught.value.code == "invalid_image"
+    assert caught.value.message == (f"the PNG is corrupt: chunk {kind.decode()!r} at byte "
+                                    f"{png_chunks(data)[kind]} fails its CRC check")
+
+
+def test_bytes_after_iend_are_not_checked_as_chunks():
+    data = image_bytes(8, 8)
+    junk = struct.pack(">I", 1) + b"junk" + b"x" + b"\0\0\0\0"  # a chunk whose CRC is wrong
+    assert decode_image(data + junk, 1000).shape == (8, 8, 3)
+
+
+def test_a_chunk_length_past_the_end_is_left_to_the_decoder():
+    """A length of 2³¹ (negative if read signed) runs past the data: not a CRC failure."""
+    data = image_bytes(8, 8)
+    broken = data[:33] + struct.pack(">I", 0x80000000) + b"tEXt" + b"abc"
+    with pytest.raises(InvalidInput, match="the image header cannot be read"):
+        decode_image(broken, 1000)
