@@ -36,10 +36,12 @@ def responsive_checkpoint(tmp_path_factory):
     return path
 
 
-# Left out under mutmut: they start processes or train, seconds per test, and every mutant of a
-# function they reach (most of app/) would wait for them. Each still runs in `make test`.
+# Left out under mutmut: they start processes, train, or load and swap model repositories
+# (outside the mutated modules), seconds per test, and every surviving mutant of a function they
+# reach (most of app/) would wait for them. Each still runs in `make test`.
 SLOW_UNDER_MUTATION = ("tests/app/test_entrypoint.py", "tests/app/test_backends.py",
-                       "tests/model/test_distributed.py", "tests/model/test_train.py")
+                       "tests/app/test_registry.py", "tests/model/test_distributed.py",
+                       "tests/model/test_train.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
