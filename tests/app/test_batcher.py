@@ -4,7 +4,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from app.batcher import Batcher, DeadlineExceeded, Lane, QueueFull
+from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, Lane, QueueFull
 from app.workers import ThreadPolicy, WorkerContext
 
 
@@ -114,7 +114,7 @@ async def test_full_queue_refuses_at_once():
     async with busy_batcher(gate, **knobs) as (batcher, busy):
         queued = [asyncio.create_task(batcher.submit(i, 30)) for i in (1, 2)]
         await queued_at_least(batcher, 2)
-        with pytest.raises(QueueFull):
+        with pytest.raises(QueueFull, match="^2 images are already queued$"):
             await batcher.submit(3, 30)
         gate.open.set()
         await asyncio.gather(busy, *queued)
@@ -125,8 +125,10 @@ async def test_request_past_its_deadline_is_not_computed():
     gate = Gate()
     drops = []
     async with busy_batcher(gate, max_batch_size=1, on_drop=drops.append) as (batcher, busy):
-        with pytest.raises(DeadlineExceeded):
-            await batcher.submit(7, timeout_s=0.05)
+        # the caller hears at its deadline, while the worker is still busy (not when the
+        # worker gets round to the item: the outer bound is far shorter than Gate's 10 s)
+        with pytest.raises(DeadlineExceeded, match=r"^not computed within 0\.05 s$"):
+            await asyncio.wait_for(batcher.submit(7, timeout_s=0.05), 5)
         gate.open.set()
         await busy
         assert (await batcher.submit(8, 30))[0] == 80  # the worker moved on past item 7
@@ -360,3 +362,18 @@ def test_the_smallest_knobs_are_accepted_and_the_refusals_name_the_value():
         OneLane(lambda xs: xs, max_batch_size=0)
     with pytest.raises(ValueError, match=r"^max_batch_delay_s must be ≥ 0, got -0\.001$"):
         OneLane(lambda xs: xs, max_batch_delay_s=-0.001)
+
+
+async def test_a_draining_batcher_refuses_new_work_while_it_finishes_the_old():
+    gate = Gate()
+    async with busy_batcher(gate) as (batcher, busy):
+        stopper = threading.Thread(target=batcher.stop)
+        stopper.start()  # stops accepting at once, then waits for the busy worker
+        while batcher._accepting:
+            await asyncio.sleep(0)
+        assert batcher.alive  # the worker still holds item 0
+        with pytest.raises(BatcherStopped, match="^the inference workers are not accepting work$"):
+            await batcher.submit(1, 30)
+        gate.open.set()
+        assert (await busy).value == 0
+        stopper.join(10)
