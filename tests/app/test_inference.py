@@ -173,3 +173,17 @@ def test_forward_is_the_network_on_a_normalised_batch(checkpoint):
     with torch.inference_mode():
         expected = seg.model(batch)
     torch.testing.assert_close(seg.forward(batch), expected)
+
+
+def test_an_upload_already_at_the_training_size_is_tiled_as_the_normalised_tensor(checkpoint):
+    """resize policy, long side = train_size 32 > tile 16: no resize, so the float tensor runs
+    through the memory-bounded tiled path, and is not normalised a second time."""
+    seg = segmenter(checkpoint, resolution="resize", tile_size=16, tile_overlap=4)
+    image = random_image(24, 32)
+    item = seg.prepare(image)
+    assert item.shape == (24, 32) and item.tensor.dtype == torch.float32
+    with torch.inference_mode():
+        expected = sliding_window_mask(seg.model, preprocess(image, seg.ckpt.mean,
+                                                             seg.ckpt.std)[None],
+                                       tile=16, overlap=4).numpy()
+    assert np.array_equal(seg.predict([item])[0], expected)
