@@ -1,5 +1,6 @@
 import asyncio
 import threading
+import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -377,3 +378,23 @@ async def test_a_draining_batcher_refuses_new_work_while_it_finishes_the_old():
         gate.open.set()
         assert (await busy).value == 0
         stopper.join(10)
+
+
+async def test_an_item_found_past_its_deadline_is_answered_and_counted_not_computed():
+    from app.batcher import _Item
+    drops = []
+    batcher = OneLane(lambda xs: xs, on_drop=drops.append)
+    loop = asyncio.get_running_loop()
+
+    def item(value, seconds_left):
+        return _Item(value, batcher.lane, None, loop.create_future(), loop,
+                     time.monotonic() + seconds_left)
+
+    late, gone, wanted = item(1, -1), item(2, 100), item(3, 100)
+    gone.abandoned = True
+    assert batcher._live([late, gone, wanted]) == [wanted]
+    assert wanted.started > 0 and late.started == 0 and gone.started == 0
+    await asyncio.sleep(0)  # the answer is scheduled on the loop
+    with pytest.raises(DeadlineExceeded, match="^deadline passed while queued$"):
+        late.future.result()
+    assert drops == ["deadline"] and not gone.future.done() and not wanted.future.done()
