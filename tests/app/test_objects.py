@@ -280,3 +280,12 @@ def test_tracing_refuses_a_component_that_is_two():
     pixels = np.array([[1, 0, 0], [0, 0, 1]], np.uint8)
     with pytest.raises(ValueError, match="expected one 8-connected component, found 2"):
         trace([(pixels, 0, 0)])
+
+
+def test_a_staircase_triangle_simplifies_to_its_three_corners():
+    """Douglas–Peucker runs on the closed ring: the tracer's starting point, mid-staircase,
+    is not kept as a fourth vertex."""
+    mask = np.zeros((24, 24), np.uint8)
+    for row in range(2, 22):
+        mask[row, 2:row + 1] = 1
+    assert rings_of(mask, tolerance=1.0) == [[[22, 22], [2, 22], [2, 2], [22, 22]]]
