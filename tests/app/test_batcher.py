@@ -398,3 +398,59 @@ async def test_an_item_found_past_its_deadline_is_answered_and_counted_not_compu
     with pytest.raises(DeadlineExceeded, match="^deadline passed while queued$"):
         late.future.result()
     assert drops == ["deadline"] and not gone.future.done() and not wanted.future.done()
+
+
+async def run_lane(predict, *values, max_batch_size=4, on_batch=None):
+    """Submit `values` together to a fresh one-worker batcher; the results (or exceptions)."""
+    stats = on_batch or (lambda _: None)
+    batcher = Batcher(ThreadPolicy(threads=1, workers=1), max_queue=64)
+    lane = Lane(predict, max_batch_size, 0.05, on_batch=stats)
+    batcher.start()
+    try:
+        return await asyncio.gather(*(batcher.submit(lane, v, 30) for v in values),
+                                    return_exceptions=True)
+    finally:
+        batcher.stop()
+
+
+async def test_a_single_failing_item_is_tried_once():
+    calls = []
+
+    def predict(items, _context):
+        calls.append(list(items))
+        raise ValueError("bad")
+
+    (result,) = await run_lane(predict, 5)
+    assert isinstance(result, ValueError) and calls == [[5]]
+
+
+async def test_a_failed_batch_is_retried_item_by_item_with_the_same_context():
+    contexts = []
+
+    def predict(items, context):
+        contexts.append(context)
+        if len(items) > 1 or items[0] == 2:
+            raise ValueError("bad")
+        return [x * 10 for x in items]
+
+    results = await run_lane(predict, 1, 2, 3)
+    assert results[0].value == 10 and isinstance(results[1], ValueError)
+    assert results[2].value == 30
+    assert len(contexts) == 4 and all(isinstance(c, WorkerContext) for c in contexts)
+
+
+async def test_predict_returning_the_wrong_number_of_results_fails_the_item():
+    (result,) = await run_lane(lambda items, _context: [], 1)
+    assert isinstance(result, RuntimeError)
+    assert str(result) == "predict returned 0 results for 1"
+
+
+async def test_reported_times_lie_within_the_time_the_callers_waited():
+    batches = []
+    t0 = time.monotonic()
+    results = await run_lane(lambda items, _context: list(items), 1, 2, on_batch=batches.append)
+    waited = time.monotonic() - t0
+    for result in results:
+        assert 0 <= result.queue_seconds <= waited and 0 <= result.compute_seconds <= waited
+    assert all(0 <= q <= waited for stats in batches for q in stats.queue_seconds)
+    assert all(0 <= stats.compute_seconds <= waited for stats in batches)

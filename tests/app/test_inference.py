@@ -187,3 +187,10 @@ def test_an_upload_already_at_the_training_size_is_tiled_as_the_normalised_tenso
                                                              seg.ckpt.std)[None],
                                        tile=16, overlap=4).numpy()
     assert np.array_equal(seg.predict([item])[0], expected)
+
+
+def test_an_image_exactly_the_tile_size_is_not_tiled(checkpoint):
+    seg = segmenter(checkpoint, tile_size=32, tile_overlap=8)
+    at_limit, over = seg.prepare(random_image(32, 20)), seg.prepare(random_image(33, 20))
+    assert at_limit.tensor.dtype == torch.float32 and not seg.needs_tiling(at_limit)
+    assert over.tensor.dtype == torch.uint8 and seg.needs_tiling(over)
