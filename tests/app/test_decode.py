@@ -223,3 +223,22 @@ def test_a_chunk_length_past_the_end_is_left_to_the_decoder():
     broken = data[:33] + struct.pack(">I", 0x80000000) + b"tEXt" + b"abc"
     with pytest.raises(InvalidInput, match="the image header cannot be read"):
         decode_image(broken, 1000)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (image_bytes(16, 16, fmt="JPEG")[:200], "the image header cannot be read (OSError)"),
+    (image_bytes(16, 16)[:60],
+     "the PNG data is truncated or corrupt (OSError: image file is truncated)"),
+])
+def test_unreadable_data_is_named_with_the_decoders_error(data, message):
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(data, 1000)
+    assert caught.value.message == message
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 5), (5, 0), (0, 0)])
+def test_an_image_without_pixels_is_invalid(width, height):
+    with pytest.raises(InvalidInput) as caught:
+        check_size(width, height, 1000)
+    assert caught.value.code == "invalid_image"
+    assert caught.value.message == f"the image is {width}×{height}; it needs pixels"

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,11 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_preprocess_takes_a_read_only_array_without_a_warning():
+    image = np.zeros((4, 5, 3), np.uint8)
+    image.flags.writeable = False  # as a decoded upload can be
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert preprocess(image, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).shape == (3, 4, 5)
