@@ -146,3 +146,19 @@ def test_with_no_key_set_the_security_schemes_are_gone():
 @pytest.mark.parametrize("schema", [{"paths": {}}, {"paths": {}, "components": {}}])
 def test_a_schema_without_components_or_schemes_is_fine(schema):
     assert keys_as_configured(schema, settings_with()) == schema
+
+
+@pytest.mark.parametrize(("supplied", "passes"), [(None, False), ("wrong", False), ("k3y", True)])
+def test_the_route_dependency_checks_the_key_itself(supplied, passes):
+    """Defence in depth: the dependency refuses on its own, whatever the middleware did."""
+    from types import SimpleNamespace
+
+    from app.auth import _check
+    from app.errors import Unauthorized
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(
+        settings=settings_with(api_key="k3y"))))
+    if passes:
+        _check(request, API, None, supplied)
+    else:
+        with pytest.raises(Unauthorized):
+            _check(request, API, None, supplied)

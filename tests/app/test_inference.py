@@ -194,3 +194,28 @@ def test_an_image_exactly_the_tile_size_is_not_tiled(checkpoint):
     at_limit, over = seg.prepare(random_image(32, 20)), seg.prepare(random_image(33, 20))
     assert at_limit.tensor.dtype == torch.float32 and not seg.needs_tiling(at_limit)
     assert over.tensor.dtype == torch.uint8 and seg.needs_tiling(over)
+
+
+@pytest.mark.parametrize(("size", "shape"), [((1, 600), (1, 32)), ((600, 1), (32, 1))])
+def test_resizing_never_drops_a_side_below_one_pixel(checkpoint, size, shape):
+    seg = segmenter(checkpoint, resolution="resize")
+    assert seg.prepare(random_image(*size)).shape == shape
+
+
+def test_downscaling_to_the_training_size_is_antialiased_bilinear(checkpoint):
+    seg = segmenter(checkpoint, resolution="resize")
+    image = random_image(64, 48)
+    normalised = preprocess(image, seg.ckpt.mean, seg.ckpt.std)[None]
+    expected = torch.nn.functional.interpolate(normalised, size=(32, 24), mode="bilinear",
+                                               align_corners=False, antialias=True)[0]
+    torch.testing.assert_close(seg.prepare(image).tensor, expected)
+
+
+def test_a_read_only_upload_over_the_tile_size_is_prepared_without_a_warning(checkpoint):
+    import warnings
+    seg = segmenter(checkpoint, tile_size=32, tile_overlap=8)
+    image = random_image(40, 50)
+    image.flags.writeable = False  # as decoded uploads can be
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert seg.prepare(image).tensor.dtype == torch.uint8

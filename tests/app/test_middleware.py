@@ -91,3 +91,18 @@ async def test_draining_stops_at_a_message_that_does_not_say_more_body():
 
     await middleware._drain(receive)
     assert [m["body"] for m in read] == [b"all"]
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/segment"), ("POST", "/other")])
+async def test_only_posts_to_the_shed_paths_are_refused(method, path):
+    ran = []
+
+    def check():
+        raise errors.queue_full(16)
+
+    async def app(scope, receive, send):
+        ran.append(scope["path"])
+
+    shed = LoadShedMiddleware(app, check, re.compile("/segment"), lambda p: p)
+    await shed({"type": "http", "method": method, "path": path, "headers": []}, None, None)
+    assert ran == [path]

@@ -22,6 +22,11 @@ def test_threads_for_a_forward(workers, busy, queued, worker, expected):
     assert policy.context(worker, busy, queued) == WorkerContext(worker, expected)
 
 
+def test_an_uneven_share_is_a_whole_number_of_threads():
+    share = ThreadPolicy(threads=3, workers=2).context(1, 2, 0).threads
+    assert share == 1 and type(share) is int
+
+
 @pytest.mark.parametrize(("index", "busy", "may"), [(0, 0, True), (0, 1, True), (1, 0, False),
                                                     (1, 1, True), (3, 2, True)])
 def test_only_worker_zero_takes_work_while_every_worker_is_idle(index, busy, may):
