@@ -106,3 +106,20 @@ async def test_only_posts_to_the_shed_paths_are_refused(method, path):
     shed = LoadShedMiddleware(app, check, re.compile("/segment"), lambda p: p)
     await shed({"type": "http", "method": method, "path": path, "headers": []}, None, None)
     assert ran == [path]
+
+
+async def test_a_shed_request_is_labelled_with_its_route_template_for_the_metrics():
+    def check():
+        raise errors.queue_full(16)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/models/m/segment", "headers": []}
+    shed = LoadShedMiddleware(None, check, re.compile("/models/[^/]+/segment"),
+                              lambda path: "/models/{name}/segment")
+    await shed(scope, receive, send)
+    assert scope["route"] == middleware.RouteLabel("/models/{name}/segment")
