@@ -49,5 +49,5 @@ bench: $(DEV)
 # Mutation testing of the core modules ([tool.mutmut] in pyproject.toml; tests/MUTATION.md).
 # Not in `make test`: about 30 minutes on 2 cores.
 mutation: $(DEV)
-	$(PY) -m mutmut run --max-children 2
+	OMP_NUM_THREADS=1 DECONVSEG_THREADS=1 $(PY) -m mutmut run --max-children 2
 	$(PY) -m tests.support.mutation
