@@ -123,3 +123,47 @@ async def test_a_shed_request_is_labelled_with_its_route_template_for_the_metric
                               lambda path: "/models/{name}/segment")
     await shed(scope, receive, send)
     assert scope["route"] == middleware.RouteLabel("/models/{name}/segment")
+
+
+async def test_the_body_limit_passes_other_scopes_through_untouched():
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope, receive, send))
+
+    async def receive():
+        return {}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "lifespan"}
+    await middleware.BodyLimitMiddleware(app, 10)(scope, receive, send)
+    assert seen == [(scope, receive, send)]
+
+
+async def test_the_body_limit_takes_a_scope_without_headers():
+    ran = []
+
+    async def app(scope, receive, send):
+        ran.append(scope["path"])
+
+    await middleware.BodyLimitMiddleware(app, 10)({"type": "http", "path": "/x"}, None, None)
+    assert ran == ["/x"]
+
+
+async def test_a_content_length_that_is_not_a_number_is_a_400():
+    import json
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def app(scope, receive, send):
+        raise AssertionError("the app ran")
+
+    scope = {"type": "http", "path": "/segment", "headers": [(b"content-length", b"12a")]}
+    await middleware.BodyLimitMiddleware(app, 10)(scope, None, send)
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"])["error"] == {
+        "code": "bad_request", "message": "the Content-Length header is not a number"}
