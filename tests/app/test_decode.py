@@ -242,3 +242,14 @@ def test_an_image_without_pixels_is_invalid(width, height):
         check_size(width, height, 1000)
     assert caught.value.code == "invalid_image"
     assert caught.value.message == f"the image is {width}×{height}; it needs pixels"
+
+
+def test_pillows_backstop_at_twice_the_limit_fires_at_open_with_our_message():
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        configure_pillow(1000)
+        with pytest.raises(TooLarge) as caught:
+            decode_image(image_bytes(100, 100), 10**9)  # our own check would let it through
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    assert caught.value.message.startswith("the image is 10,000 pixels; the limit is 1,000,000,000")
