@@ -12,6 +12,7 @@ from app.auth import (
     protected_paths,
     supplied_key,
 )
+from app.middleware import RouteLabel
 
 
 def scope(*headers: tuple[bytes, bytes]) -> dict:
@@ -162,3 +163,17 @@ def test_the_route_dependency_checks_the_key_itself(supplied, passes):
     else:
         with pytest.raises(Unauthorized):
             _check(request, API, None, supplied)
+
+
+async def test_the_admin_middleware_guards_the_admin_paths_and_labels_its_refusals():
+    middleware = KeyMiddleware(None, SecretStr("adm"), lambda: SCHEMA, ADMIN)
+    assert await call(middleware, "/a") == (200, True)  # an API path: not the admin key's
+    scope = {"type": "http", "path": "/models/m1", "headers": []}
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await middleware(scope, None, send)
+    assert sent[0]["status"] == 401
+    assert scope["route"] == RouteLabel("/models/{name}")  # counted under its template
