@@ -167,3 +167,76 @@ async def test_a_content_length_that_is_not_a_number_is_a_400():
     assert sent[0]["status"] == 400
     assert json.loads(sent[1]["body"])["error"] == {
         "code": "bad_request", "message": "the Content-Length header is not a number"}
+
+
+async def test_a_shed_refusal_keeps_the_connection_open():
+    def check():
+        raise errors.queue_full(16)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    shed = LoadShedMiddleware(None, check, re.compile("/segment"), lambda p: p)
+    await shed({"type": "http", "method": "POST", "path": "/segment", "headers": []},
+               receive, send)
+    assert sent[0]["status"] == 503
+    assert (b"connection", b"close") not in sent[0]["headers"]
+
+
+def chunks(*sizes):
+    parts = [{"type": "http.request", "body": b"x" * n, "more_body": True} for n in sizes]
+    parts[-1]["more_body"] = False
+    return iter(parts)
+
+
+async def test_a_streamed_body_over_the_limit_gets_the_413_instead_of_the_apps_answer():
+    import json
+    body = chunks(6, 6)
+
+    async def receive():
+        return next(body)
+
+    async def app(scope, receive, send):  # as FastAPI does: a cut-off body becomes its 400
+        try:
+            while (await receive())["more_body"]:
+                pass
+        except middleware.BodyTooLarge:
+            await send({"type": "http.response.start", "status": 400, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await middleware.BodyLimitMiddleware(app, 10)(
+        {"type": "http", "path": "/segment", "headers": []}, receive, send)
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [413]
+    assert json.loads(sent[1]["body"])["error"]["message"] == (
+        "the request body is over 10 bytes; the limit is 10 bytes")
+
+
+async def test_a_response_already_started_is_not_followed_by_a_413():
+    body = chunks(6, 6)
+
+    async def receive():
+        return next(body)
+
+    async def app(scope, receive, send):  # answers first, reads the body afterwards
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while (await receive())["more_body"]:
+            pass
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await middleware.BodyLimitMiddleware(app, 10)(
+        {"type": "http", "path": "/segment", "headers": []}, receive, send)
+    assert sent == [{"type": "http.response.start", "status": 200, "headers": []}]
