@@ -128,11 +128,12 @@ class Segmenter:
         """uint8 (H, W, 3) → Prepared, with the checkpoint's normalisation."""
         height, width = image.shape[:2]
         if self.options.resolution == "native" and max(height, width) > self.options.tile_size:
-            # Tiled: keep the uint8 pixels (a view, no copy); bands are normalised as they run.
-            # The view is only ever read, so a read-only decoded array is fine.
+            # Tiled: keep the uint8 pixels (a view, no copy, in whichever layout decoding left
+            # them); tiles are normalised as they run. The view is only ever read, so a
+            # read-only decoded array is fine.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                raw = torch.from_numpy(np.ascontiguousarray(image))
+                raw = torch.from_numpy(image)
             return Prepared(raw.permute(2, 0, 1), height, width)
         tensor = preprocess(image, self.ckpt.mean, self.ckpt.std)
         if self.options.resolution == "resize":
@@ -222,7 +223,7 @@ class Segmenter:
         if item.shape == (item.height, item.width):  # memory bounded: never holds full logits
             o = self.options
             image = item.tensor[None].to(self.device)
-            normalize = self._normalize_band if image.dtype == torch.uint8 else None
+            normalize = self._normalize_tile if image.dtype == torch.uint8 else None
             mask, top = sliding_window_maps(self._forward, image, tile=o.tile_size,
                                             overlap=o.tile_overlap, batch_size=o.tile_batch_size,
                                             normalize=normalize, confidence=confidence)
@@ -232,7 +233,7 @@ class Segmenter:
     def _tiled_logits(self, item: Prepared) -> torch.Tensor:
         o = self.options
         image = item.tensor[None].to(self.device)
-        normalize = self._normalize_band if image.dtype == torch.uint8 else None
+        normalize = self._normalize_tile if image.dtype == torch.uint8 else None
         return sliding_window_logits(self._forward, image, self.num_classes, tile=o.tile_size,
                                      overlap=o.tile_overlap, batch_size=o.tile_batch_size,
                                      normalize=normalize)
@@ -249,9 +250,9 @@ class Segmenter:
             return (mask, logits[0].softmax(0).half().cpu().numpy(),
                     top_probability(logits)[0].cpu().numpy())
 
-    def _normalize_band(self, band: torch.Tensor) -> torch.Tensor:
-        """(1, 3, h, W) uint8 → normalised float, with the one preprocessing function."""
-        return preprocess(band[0].cpu(), self.ckpt.mean, self.ckpt.std)[None].to(self.device)
+    def _normalize_tile(self, tile: torch.Tensor) -> torch.Tensor:
+        """(1, 3, h, w) uint8 → normalised float, with the one preprocessing function."""
+        return preprocess(tile[0].cpu(), self.ckpt.mean, self.ckpt.std)[None].to(self.device)
 
     def warm_up(self, max_batch_size: int) -> None:
         """Run the shapes the service will see, so the first request is not the slow one."""

@@ -55,8 +55,8 @@ def targets(result: dict) -> list[list]:
     if 8192 in scale and 2048 in scale:
         big, mid = scale[8192], scale[2048]
         linear = (big["seconds"] / big["megapixels"]) / (mid["seconds"] / mid["megapixels"])
-        out.append(["8192² tiled: peak RSS ≤ 2 GB", f"{big['peak_rss_mb']:.0f} MB", "",
-                    "yes" if big["peak_rss_mb"] <= 2048 else "no"])
+        out.append(["8192² tiled: peak RSS ≤ 1 GB (issue 13)", f"{big['peak_rss_mb']:.0f} MB",
+                    "", "yes" if big["peak_rss_mb"] <= 1024 else "no"])
         out.append(["8192² time linear in pixels (s/MP vs 2048²)",
                     f"{big['seconds'] / big['megapixels']:.3f} vs "
                     f"{mid['seconds'] / mid['megapixels']:.3f} s/MP", f"{linear:.2f}",

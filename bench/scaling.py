@@ -36,13 +36,19 @@ def scene_jpeg(side: int, path: Path) -> None:
     Image.fromarray(image).save(path, format="JPEG", quality=90)
 
 
+def status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM, ...), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM). Unlike ru_maxrss, it does not inherit the parent's
     peak across fork + exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch: int) -> dict:
@@ -55,8 +61,10 @@ def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch
                                            backend=resolve_backend("auto", device),
                                            engine="torchscript"), device)
     segmenter.warm_up(1)
+    ready_mb = status_mb("VmRSS")  # imports, model and warm-up: before the image
     t0 = time.perf_counter()
     image = decode_image(data, 1 << 40)
+    decoded_mb = status_mb("VmHWM")
     prepared = segmenter.prepare(image)
     del image
     mask = segmenter.predict([prepared])[0]
@@ -66,6 +74,7 @@ def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch
     rss_mb = peak_rss_mb()
     return {"side": mask.shape[0], "megapixels": round(mask.size / 1e6, 3),
             "seconds": round(seconds, 3), "peak_rss_mb": round(rss_mb, 1),
+            "ready_rss_mb": ready_mb, "decode_peak_mb": decoded_mb,
             "tiled": mask.shape[0] > tile, "png_bytes": len(png)}
 
 
@@ -83,7 +92,8 @@ def run(checkpoint: str, sizes: list[int], tile: int = 512, overlap: int = 64,
                 capture_output=True, text=True, check=True, timeout=600)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"{side:>5}²: {rows[-1]['seconds']:8.2f} s  peak RSS "
-                  f"{rows[-1]['peak_rss_mb']:7.1f} MB", flush=True)
+                  f"{rows[-1]['peak_rss_mb']:7.1f} MB (ready {rows[-1]['ready_rss_mb']:.0f}, "
+                  f"after decode {rows[-1]['decode_peak_mb']:.0f})", flush=True)
     return rows
 
 

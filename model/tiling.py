@@ -6,8 +6,8 @@ is padded and the work is `count × tile` per axis, a few percent over the image
 *owns* the part of it nearest its centre: neighbouring tiles split their overlap down the middle,
 so a kept pixel always has at least `overlap // 2` pixels of real context on each side, and the
 outputs are stitched without summing or averaging anything. Tiles are views of the image (no
-copy); a raw (e.g. uint8) image is normalised one band of tile rows at a time, so no float copy
-of the whole image ever exists.
+copy); a raw (e.g. uint8) image is normalised one tile at a time, so no float copy of the
+image, or of a band of it (50 MB for a band of 8192-px rows), ever exists.
 
 An earlier version averaged overlapping tiles with `F.fold` over float logits; for a 640×480
 image that bookkeeping alone cost twice the forward pass. `fold(unfold(x)) == divisor · x` is
@@ -73,11 +73,11 @@ def _owned_logits(model: Model, image: torch.Tensor, tile: int, overlap: int, ba
     col_parts = list(zip(cols.starts, cols.owned(), strict=True))
     for top, (y0, y1) in zip(rows.starts, rows.owned(), strict=True):
         band = image[:, :, top:top + rows.tile]
-        if normalize is not None:  # raw (e.g. uint8) image: normalise one band at a time
-            band = normalize(band)
         for first in range(0, len(col_parts), batch_size):
             group = col_parts[first:first + batch_size]
             tiles = [band[..., left:left + cols.tile] for left, _ in group]
+            if normalize is not None:  # raw (e.g. uint8) image: normalise tile by tile
+                tiles = [normalize(t) for t in tiles]
             logits = model(tiles[0] if len(tiles) == 1 else torch.cat(tiles))  # (n, K, th, tw)
             for out, (left, (x0, x1)) in zip(logits, group, strict=True):
                 yield (slice(y0, y1), slice(x0, x1),
@@ -89,7 +89,7 @@ def sliding_window_logits(model: Model, image: torch.Tensor, num_classes: int, *
                           normalize: Normalize | None = None) -> torch.Tensor:
     """Float logits (1, K, H, W) for an image (1, C, H, W), tile by tile.
 
-    The image is either normalised already, or raw with `normalize` mapping a (1, C, h, W) band
+    The image is either normalised already, or raw with `normalize` mapping a (1, C, h, w) tile
     to its normalised float version.
     """
     height, width = image.shape[-2:]

@@ -79,6 +79,7 @@ def preprocess(
     `eval_transforms`. The result keeps the array's channels-last memory layout, the one the
     model runs in. In the service's I/O threads torch computes single-threaded."""
     if isinstance(image, np.ndarray):  # a (3, H, W) view: ToImage would copy to make it CHW
+        image = np.ascontiguousarray(image)  # channels-last: the layout the model runs in
         with warnings.catch_warnings():  # a decoded upload is read-only; it is only read
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             image = torch.from_numpy(image).permute(2, 0, 1)

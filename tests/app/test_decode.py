@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from app.decode import _bomb, check_pixels, check_size, configure_pillow, decode_image
 from app.errors import InvalidInput, ServingError, TooLarge, UnsupportedFormat
@@ -69,6 +69,59 @@ def test_exif_orientation_6_rotates_into_the_displayed_frame():
     rgb = decode_image(encoded(Image.fromarray(array), "JPEG", exif=exif, quality=95), 10_000)
     assert rgb.shape == (40, 20, 3)
     assert rgb[:10].mean() > 200 and rgb[-10:].mean() < 50  # the band is now on top
+
+
+def photo_array(width: int, height: int, seed: int = 3) -> np.ndarray:
+    """Smooth gradients with noise: JPEG's chroma subsampling and IDCT both have work to do."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[:height, :width]
+    base = np.stack([xs * 255 // max(width - 1, 1), ys * 255 // max(height - 1, 1),
+                     (xs + ys) * 127 // max(width + height - 2, 1)], axis=-1)
+    return (base + rng.integers(-20, 21, base.shape)).clip(0, 255).astype(np.uint8)
+
+
+def pillow_rgb(data: bytes) -> np.ndarray:
+    """Pillow's own route: load, EXIF transpose, RGB."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize(("mode", "subsampling"), [("RGB", 0), ("RGB", 2), ("L", 0)])
+def test_a_jpeg_decodes_to_the_same_pixels_as_pillow(mode, subsampling):
+    image = Image.fromarray(photo_array(37, 23)).convert(mode)
+    data = encoded(image, "JPEG", quality=85, subsampling=subsampling)
+    assert np.array_equal(decode_image(data, 10_000), pillow_rgb(data))
+
+
+def test_a_progressive_jpeg_decodes_to_the_same_pixels_as_pillow():
+    data = encoded(Image.fromarray(photo_array(40, 30)), "JPEG", quality=80, progressive=True)
+    assert np.array_equal(decode_image(data, 10_000), pillow_rgb(data))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_of_a_jpeg_turns_as_pillow_turns_it(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(Image.fromarray(photo_array(24, 14)), "JPEG", exif=exif, quality=95)
+    assert np.array_equal(decode_image(data, 10_000), pillow_rgb(data))
+
+
+def test_a_jpeg_decodes_into_one_channels_last_block_that_preprocessing_takes_as_it_is():
+    """No 4-byte-per-pixel decode buffer and no copy after it: preprocessing's channels-last
+    view of the array needs no copy either."""
+    rgb = decode_image(encoded(Image.fromarray(photo_array(30, 20)), "JPEG"), 10_000)
+    assert rgb.shape == (20, 30, 3) and rgb.strides == (90, 3, 1)
+    assert np.ascontiguousarray(rgb) is rgb
+
+
+def test_a_jpeg_cut_inside_its_pixel_data_is_named_truncated():
+    data = encoded(Image.fromarray(photo_array(64, 64)), "JPEG", quality=95)
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(data[:len(data) // 2], 10_000)
+    assert caught.value.message == ("the JPEG data is truncated or corrupt (Image is incomplete "
+                                    "or truncated)")
 
 
 def test_animated_gif_uses_the_first_frame():
