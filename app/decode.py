@@ -4,10 +4,12 @@ Only the allowlisted Pillow plugins ever parse an upload's header. A JPEG's pixe
 are then decoded by torchvision's libjpeg-turbo straight into one (H, W, 3) uint8 block, which
 is returned as it is: Pillow's route holds a 4-byte-per-pixel buffer beside the 3-byte copy
 NumPy takes of it (470 MB at 8192² against 201 MB) and is slower; the pixels are the same
-(`tests/app/test_decode.py`). CMYK JPEGs and every other format decode through Pillow. Anything else is named from its magic
-bytes for the 415 message, so the header parsers of formats we refuse (PSD, EPS, TIFF, …) never
-run on hostile input. Sizes are checked from the header before any pixel is decoded, and a PNG's
-chunk CRCs are verified (Pillow skips them for IDAT).
+(`tests/app/test_decode.py`). CMYK JPEGs and every other format decode through Pillow.
+
+Anything else is named from its magic bytes for the 415 message, so the header parsers of
+formats we refuse (PSD, EPS, TIFF, …) never run on hostile input. Sizes are checked from the
+header before any pixel is decoded, and a PNG's chunk CRCs are verified (Pillow skips them for
+IDAT).
 """
 
 from __future__ import annotations
