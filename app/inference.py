@@ -1,7 +1,8 @@
 """The model behind the service: preprocessing policy, batched prediction and tiling.
 
-Stages: `prepare` (I/O thread: uint8 RGB → normalised tensor, resized under the `resize` policy)
-→ `predict` (inference thread: a same-shape batch → class-index masks at the upload's size).
+Stages: `prepare` (I/O thread: uint8 RGB → a (3, H, W) view of its pixels, resized under the
+`resize` policy) → `predict` (inference thread: a same-shape batch → normalised in the forward →
+class-index masks at the upload's size).
 
 Batch independence. Batches hold only images of one exact shape: padding to a common size would
 change conv outputs near the border. Even then, CPU kernels (oneDNN) pick their blocking by batch
@@ -31,10 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from model.checkpoint import Checkpoint, CheckpointError
 from model.tiling import Axis, sliding_window_logits, sliding_window_maps, top_probability
-from model.transforms import preprocess
+from model.transforms import Preprocess
 
 log = logging.getLogger("deconvseg.inference")
 
@@ -72,6 +75,25 @@ def freeze_torchscript(model: torch.nn.Module, dtype: torch.dtype) -> torch.jit.
         return torch.jit.freeze(torch.jit.script(copy.deepcopy(model).to(dtype).eval()))
 
 
+class Served(torch.nn.Module):
+    """uint8 pixels (B, 3, h, w) → logits (B, K, h, w): the checkpoint's preprocessing
+    (`model.transforms.Preprocess`), then the network in the dtype this module is cast to. One
+    graph: the inference worker's threads normalise, inside the frozen forward and without the
+    GIL, where an I/O thread used to make a float copy of every upload first. The logits are the
+    same bits as the network's on `preprocess`'s output (tested)."""
+
+    def __init__(self, net: Callable[[torch.Tensor], torch.Tensor], mean: Sequence[float],
+                 std: Sequence[float]) -> None:
+        super().__init__()
+        self.preprocess = Preprocess(mean, std)
+        self.net = net
+        # Cast with the module (`.to(dtype)`): the dtype the network computes in.
+        self.register_buffer("compute_dtype", torch.empty(0), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(pixels).to(self.compute_dtype.dtype))
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     resolution: str = "native"  # native | resize (long side → the checkpoint's train_size)
@@ -86,7 +108,8 @@ class InferenceOptions:
 
 @dataclass(eq=False)
 class Prepared:
-    tensor: torch.Tensor  # (3, h, w) normalised, at inference resolution
+    tensor: torch.Tensor  # (3, h, w) uint8 pixels at inference resolution (a view of the upload
+    # when not resized); the forward normalises them
     height: int  # the upload's (EXIF-oriented) size: the mask comes back at this size
     width: int
     probabilities: bool = False  # also return the per-class probabilities
@@ -108,12 +131,11 @@ class Segmenter:
         self.model = ckpt.model.to(device).eval().to(memory_format=torch.channels_last)
         self.num_classes = len(ckpt.classes)
         self._autocast = options.backend == "bf16" and options.engine == "eager"
-        self._dtype = torch.float32
         self._memory_format = torch.channels_last
-        self._net: Callable[[torch.Tensor], torch.Tensor] = self.model
+        self._net: Callable[[torch.Tensor], torch.Tensor] = Served(self.model, ckpt.mean, ckpt.std)
         if options.engine == "torchscript":
-            self._dtype = torch.bfloat16 if options.backend == "bf16" else torch.float32
-            self._net = freeze_torchscript(self.model, self._dtype)
+            dtype = torch.bfloat16 if options.backend == "bf16" else torch.float32
+            self._net = freeze_torchscript(Served(self.model, ckpt.mean, ckpt.std), dtype)
         elif options.engine == "onnxruntime":
             if options.backend != "fp32" or device.type != "cpu":
                 raise ValueError(f"the onnxruntime engine runs fp32 on cpu only, not "
@@ -122,27 +144,23 @@ class Segmenter:
             from app.onnxruntime_engine import OnnxRuntimeNet
 
             self._memory_format = torch.contiguous_format  # ONNX Runtime reads NCHW
-            self._net = OnnxRuntimeNet(ckpt)
+            self._net = Served(OnnxRuntimeNet(ckpt), ckpt.mean, ckpt.std)
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        """uint8 (H, W, 3) → Prepared, with the checkpoint's normalisation."""
+        """uint8 (H, W, 3) → Prepared: a (3, H, W) view of the pixels, in the channels-last
+        layout the model runs in, resized with torchvision under the `resize` policy. No float
+        copy: the forward normalises (`Served`), whole images and tiles alike."""
         height, width = image.shape[:2]
-        if self.options.resolution == "native" and max(height, width) > self.options.tile_size:
-            # Tiled: keep the uint8 pixels (a view, no copy, in whichever layout decoding left
-            # them); tiles are normalised as they run. The view is only ever read, so a
-            # read-only decoded array is fine.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                raw = torch.from_numpy(image)
-            return Prepared(raw.permute(2, 0, 1), height, width)
-        tensor = preprocess(image, self.ckpt.mean, self.ckpt.std)
+        with warnings.catch_warnings():  # a decoded upload is read-only; it is only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         if self.options.resolution == "resize":
             scale = self.ckpt.train_size / max(height, width)
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            if size != (height, width):
-                tensor = F.interpolate(tensor[None], size=size, mode="bilinear",
-                                       align_corners=False, antialias=scale < 1)[0]
-        return Prepared(tensor, height, width)
+            size = [max(1, round(height * scale)), max(1, round(width * scale))]
+            if size != [height, width]:
+                pixels = TF.resize_image(pixels, size, InterpolationMode.BILINEAR,
+                                         antialias=scale < 1)
+        return Prepared(pixels, height, width)
 
     def needs_tiling(self, item: Prepared) -> bool:
         return max(item.shape) > self.options.tile_size
@@ -177,8 +195,9 @@ class Segmenter:
                     if top is not None]
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Normalised (B, 3, h, w) → float logits (B, K, h, w): the network as the service runs
-        it (engine, dtype, channels_last, inference mode). The benchmark times this."""
+        """uint8 pixels (B, 3, h, w) → float logits (B, K, h, w): preprocessing and the network
+        as the service runs them (engine, dtype, channels_last, inference mode). The benchmark
+        times this."""
         with self._inference():
             return self._forward(batch)
 
@@ -200,7 +219,7 @@ class Segmenter:
         return [self._maps(lg[None], it, confidence) for lg, it in zip(logits, items, strict=True)]
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(self.device, self._dtype).contiguous(memory_format=self._memory_format)
+        batch = batch.to(self.device).contiguous(memory_format=self._memory_format)
         return self._net(batch).float()  # (B, K, h, w)
 
     def _maps(self, logits: torch.Tensor, item: Prepared, confidence: bool
@@ -222,21 +241,17 @@ class Segmenter:
                        ) -> tuple[np.ndarray, np.ndarray | None]:
         if item.shape == (item.height, item.width):  # memory bounded: never holds full logits
             o = self.options
-            image = item.tensor[None].to(self.device)
-            normalize = self._normalize_tile if image.dtype == torch.uint8 else None
-            mask, top = sliding_window_maps(self._forward, image, tile=o.tile_size,
-                                            overlap=o.tile_overlap, batch_size=o.tile_batch_size,
-                                            normalize=normalize, confidence=confidence)
+            mask, top = sliding_window_maps(self._forward, item.tensor[None].to(self.device),
+                                            tile=o.tile_size, overlap=o.tile_overlap,
+                                            batch_size=o.tile_batch_size, confidence=confidence)
             return mask.numpy(), None if top is None else top.numpy()
         return self._maps(self._tiled_logits(item), item, confidence)
 
     def _tiled_logits(self, item: Prepared) -> torch.Tensor:
         o = self.options
-        image = item.tensor[None].to(self.device)
-        normalize = self._normalize_tile if image.dtype == torch.uint8 else None
-        return sliding_window_logits(self._forward, image, self.num_classes, tile=o.tile_size,
-                                     overlap=o.tile_overlap, batch_size=o.tile_batch_size,
-                                     normalize=normalize)
+        return sliding_window_logits(self._forward, item.tensor[None].to(self.device),
+                                     self.num_classes, tile=o.tile_size,
+                                     overlap=o.tile_overlap, batch_size=o.tile_batch_size)
 
     def probabilities(self, item: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The mask (as `predict` gives it), the (K, height, width) float16 softmax probabilities
@@ -250,14 +265,11 @@ class Segmenter:
             return (mask, logits[0].softmax(0).half().cpu().numpy(),
                     top_probability(logits)[0].cpu().numpy())
 
-    def _normalize_tile(self, tile: torch.Tensor) -> torch.Tensor:
-        """(1, 3, h, w) uint8 → normalised float, with the one preprocessing function."""
-        return preprocess(tile[0].cpu(), self.ckpt.mean, self.ckpt.std)[None].to(self.device)
-
     def warm_up(self, max_batch_size: int) -> None:
         """Run the shapes the service will see, so the first request is not the slow one."""
         side = min(self.ckpt.train_size, self.options.tile_size)
-        probe = Prepared(torch.zeros(3, side, side), side, side)
+        pixels = torch.zeros(side, side, 3, dtype=torch.uint8).permute(2, 0, 1)  # channels-last
+        probe = Prepared(pixels, side, side)
         for _ in range(3):  # TorchScript's profiling executor optimises on the second call
             self.predict([probe])
         if self.options.stacked and max_batch_size > 1:

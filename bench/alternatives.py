@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from app.inference import InferenceOptions, Segmenter
-from bench.timing import timed
+from bench.timing import random_pixels, timed
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.data import SyntheticScenes
 from model.evaluate import HELD_OUT_SEED
-from model.transforms import preprocess
+from model.transforms import Preprocess, preprocess
 
 AGREEMENT_SIZE = 256
 SIZES = ((256, 256), (768, 1024))
@@ -37,17 +37,17 @@ SIZES = ((256, 256), (768, 1024))
 class Candidate:
     backend: str
     setup_s: float
-    logits: Callable[[torch.Tensor], np.ndarray]  # normalised (1, 3, h, w) → (1, K, h, w)
+    logits: Callable[[torch.Tensor], np.ndarray]  # uint8 pixels (1, 3, h, w) → (1, K, h, w)
 
 
 def _agreement(ckpt: Checkpoint, candidate: Candidate, scenes: int) -> float:
     data = SyntheticScenes(scenes, size=AGREEMENT_SIZE, seed=HELD_OUT_SEED)
     same = total = 0
     for i in range(scenes):
-        x = preprocess(data.render(i)[0], ckpt.mean, ckpt.std)[None]
+        image = data.render(i)[0]
         with torch.inference_mode():
-            a = ckpt.model(x).argmax(1).numpy()
-        b = candidate.logits(x).argmax(1)
+            a = ckpt.model(preprocess(image, ckpt.mean, ckpt.std)[None]).argmax(1).numpy()
+        b = candidate.logits(torch.from_numpy(image).permute(2, 0, 1)[None]).argmax(1)
         same += int(np.count_nonzero(a == b))
         total += a.size
     return same / total
@@ -63,14 +63,15 @@ def served(ckpt: Checkpoint, backend: str, engine: str) -> Candidate:
 def compiled(ckpt: Checkpoint) -> Candidate:
     net = copy.deepcopy(ckpt.model).to(torch.bfloat16).to(memory_format=torch.channels_last)
     fn = torch.compile(net)
+    normalise = Preprocess(ckpt.mean, ckpt.std)
 
-    def logits(x: torch.Tensor) -> np.ndarray:
+    def logits(pixels: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
-            return fn(x).float().numpy()
+            x = normalise(pixels.contiguous(memory_format=torch.channels_last))
+            return fn(x.to(torch.bfloat16)).float().numpy()
 
     t0 = time.perf_counter()
-    logits(torch.randn(1, 3, AGREEMENT_SIZE, AGREEMENT_SIZE))
+    logits(random_pixels(1, AGREEMENT_SIZE, AGREEMENT_SIZE))
     return Candidate("torch.compile (inductor, bf16)", time.perf_counter() - t0, logits)
 
 
@@ -97,7 +98,7 @@ def run(checkpoint: str, seconds: float = 3.0, scenes: int = 12,
         except Exception as exc:  # report it: a failing alternative is a result too
             rows.append({"backend": name, "error": f"{type(exc).__name__}: {exc}"})
     for height, width in sizes:
-        x = torch.randn(1, 3, height, width)
+        x = random_pixels(1, height, width)
         times: dict[str, list[float]] = {c.backend: [] for c, _ in candidates}
         for round_ in range(rounds):
             for c, _ in candidates:

@@ -17,7 +17,7 @@ import torch
 
 from app.allocator import tune_malloc
 from app.inference import InferenceOptions, Segmenter
-from bench.timing import timed
+from bench.timing import random_pixels, timed
 from model.checkpoint import load_checkpoint
 
 BACKENDS = ("fp32", "bf16")
@@ -30,7 +30,7 @@ def segmenter(checkpoint: str, backend: str, engine: str) -> Segmenter:
 
 
 def time_batches(seg: Segmenter, size: int, batch: int, seconds: float) -> dict:
-    x = torch.randn(batch, 3, size, size)
+    x = random_pixels(batch, size, size)
     median = statistics.median(timed(lambda: seg.forward(x), seconds))
     return {"backend": seg.options.backend, "engine": seg.options.engine, "size": size,
             "batch": batch, "workers": 1, "images_per_s": round(batch / median, 2),
@@ -39,7 +39,7 @@ def time_batches(seg: Segmenter, size: int, batch: int, seconds: float) -> dict:
 
 def time_workers(seg: Segmenter, size: int, workers: int, seconds: float) -> dict:
     """`workers` threads, batch 1 each, torch threads split between them; images/s of all."""
-    x = torch.randn(1, 3, size, size)
+    x = random_pixels(1, size, size)
     share = max(1, torch.get_num_threads() // workers)
     counts: list[list[float]] = []
 

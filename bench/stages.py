@@ -1,12 +1,12 @@
 """Where one 256² request's time goes, stage by stage: `python -m bench.stages [CHECKPOINT]`.
 
 Each stage of the served path is timed alone on the service's own functions (median of many
-runs, one thread but for the forward): decode (Pillow's header, torchvision's libjpeg-turbo),
-preprocess (normalise to the model's input), forward (the served engine, all threads), mask
-(argmax → uint8), and the two response encodings (palette PNG; the JSON document with base64
-PNG and areas). The HTTP layer (uvicorn, multipart parsing, routing) is what the served
-figures add on top: `bench.load` reports the server's CPU per request to compare with the sum
-here.
+runs): decode (Pillow's header, torchvision's libjpeg-turbo), prepare (a view of the pixels),
+forward (the served engine: normalisation and the network), mask (argmax → uint8), and the two
+response encodings (palette PNG; the JSON document with base64 PNG and areas). The forward and
+the mask run on the inference workers' threads, the rest on one, as in an I/O thread. The HTTP
+layer (uvicorn, multipart parsing, routing) is what the served figures add on top: `bench.load`
+reports the server's CPU per request to compare with the sum here.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
     forward_threads = torch.get_num_threads()
     stages: list[tuple[str, Callable[[], object]]] = [
         ("decode (JPEG → RGB uint8)", lambda: decode_image(jpeg, 40_000_000)),
-        ("preprocess (normalise)", lambda: seg.prepare(image)),
-        (f"forward ({seg.options.backend} {seg.options.engine}, "
+        ("prepare (a view of the pixels)", lambda: seg.prepare(image)),
+        (f"forward (normalise + network, {seg.options.backend} {seg.options.engine}, "
          f"{torch.get_num_threads()} threads)", lambda: seg.forward(item.tensor[None])),
         ("mask (argmax → uint8)", lambda: logits[0].argmax(0).to(torch.uint8).numpy()),
         ("encode png", lambda: encode.mask_png(mask, ckpt.palette)),
@@ -52,8 +52,10 @@ def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
              "areas": encode.areas(mask, ckpt.classes)}).encode()),
     ]
     rows = []
-    for name, fn in stages:  # the forward with the workers' threads, the rest as an I/O thread
-        torch.set_num_threads(forward_threads if name.startswith("forward") else 1)
+    # The forward and the mask run in an inference worker, with its threads; the rest in an I/O
+    # thread, on one.
+    for name, fn in stages:
+        torch.set_num_threads(forward_threads if name.startswith(("forward", "mask")) else 1)
         rows.append({"stage": name,
                      "ms": round(statistics.median(timed(fn, runs=runs)) * 1000, 3)})
     torch.set_num_threads(forward_threads)

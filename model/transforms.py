@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from model.classes import IGNORE_INDEX
 
@@ -70,6 +71,24 @@ def eval_transforms(
             v2.Normalize(mean=list(mean), std=list(std), inplace=True),
         ]
     )
+
+
+class Preprocess(torch.nn.Module):
+    """The same preprocessing as a module a frozen graph can hold: uint8 pixels (…, 3, H, W) →
+    normalised float32, through the torchvision kernels `eval_transforms`'s `ToDtype` and
+    `Normalize` dispatch to (bit-identical to it, tested). The service puts it in front of the
+    network, so the forward is fed the uploads' uint8 pixels; a float32 input is taken as
+    pixels already in [0, 1] and normalised without being changed in place."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        image = TF.to_dtype_image(pixels, torch.float32, scale=True)
+        return TF.normalize_image(image, self.mean, self.std,
+                                  inplace=pixels.dtype != torch.float32)
 
 
 def preprocess(

@@ -66,7 +66,7 @@ def test_images_larger_than_a_tile_use_the_sliding_window(checkpoint):
     seg = segmenter(checkpoint, tile_size=32, tile_overlap=8, tile_batch_size=3)
     image = random_image(70, 100)
     item = seg.prepare(image)
-    assert item.tensor.dtype == torch.uint8  # kept raw; normalised band by band
+    assert item.tensor.dtype == torch.uint8  # kept raw; the forward normalises each tile
     normalised = preprocess(image, seg.ckpt.mean, seg.ckpt.std)[None]
     expected = sliding_window_mask(seg.model, normalised, tile=32, overlap=8,
                                    batch_size=3).numpy()
@@ -144,14 +144,15 @@ def test_confidence_is_255_only_where_the_top_probability_rounds_to_one():
 
 
 def test_a_resized_image_over_the_tile_size_is_tiled_then_brought_to_the_upload_size(checkpoint):
-    """resize policy, train_size 32 > tile 16: the resized float tensor runs as tiles, and the
+    """resize policy, train_size 32 > tile 16: the resized pixels run as tiles, and the
     stitched logits are resized to the upload before the argmax."""
     from model.tiling import sliding_window_logits
     seg = segmenter(checkpoint, resolution="resize", tile_size=16, tile_overlap=4)
     item = seg.prepare(random_image(48, 64))
-    assert item.shape == (24, 32) and item.tensor.dtype == torch.float32 and seg.needs_tiling(item)
+    assert item.shape == (24, 32) and item.tensor.dtype == torch.uint8 and seg.needs_tiling(item)
+    normalised = preprocess(item.tensor, seg.ckpt.mean, seg.ckpt.std)[None]
     with torch.inference_mode():
-        logits = sliding_window_logits(seg.model, item.tensor[None], 3, tile=16, overlap=4)
+        logits = sliding_window_logits(seg.model, normalised, 3, tile=16, overlap=4)
         logits = torch.nn.functional.interpolate(logits, size=(48, 64), mode="bilinear",
                                                  align_corners=False)
     (mask, top), = seg.predict_with_confidence([item])
@@ -167,21 +168,28 @@ def test_probabilities_give_a_uint8_mask_that_is_their_argmax(checkpoint):
     assert np.array_equal(mask, probs.astype(np.float32).argmax(0))
 
 
-def test_forward_is_the_network_on_a_normalised_batch(checkpoint):
-    seg = segmenter(checkpoint)
-    batch = torch.randn(2, 3, 16, 24)
+@pytest.mark.parametrize("engine", ["eager", "torchscript"])
+def test_forward_is_the_network_on_pixels_normalised_with_the_checkpoints_mean_and_std(
+        checkpoint, engine):
+    """Written out by hand, not through the service's preprocessing: (x / 255 − mean) / std."""
+    from dataclasses import replace
+    mean, std = [0.2, 0.5, 0.7], [0.1, 0.3, 0.2]  # not the tiny checkpoint's 0.5 / 0.25
+    seg = segmenter(replace(checkpoint, mean=mean, std=std), engine=engine)
+    batch = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8)
+    normalised = ((batch.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1))
+                  / torch.tensor(std).view(1, 3, 1, 1))
     with torch.inference_mode():
-        expected = seg.model(batch)
-    torch.testing.assert_close(seg.forward(batch), expected)
+        expected = checkpoint.model(normalised)
+    torch.testing.assert_close(seg.forward(batch), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_an_upload_already_at_the_training_size_is_tiled_as_the_normalised_tensor(checkpoint):
-    """resize policy, long side = train_size 32 > tile 16: no resize, so the float tensor runs
-    through the memory-bounded tiled path, and is not normalised a second time."""
+    """resize policy, long side = train_size 32 > tile 16: no resize, so the pixels run through
+    the memory-bounded tiled path, normalised once."""
     seg = segmenter(checkpoint, resolution="resize", tile_size=16, tile_overlap=4)
     image = random_image(24, 32)
     item = seg.prepare(image)
-    assert item.shape == (24, 32) and item.tensor.dtype == torch.float32
+    assert item.shape == (24, 32) and np.array_equal(item.tensor.permute(1, 2, 0).numpy(), image)
     with torch.inference_mode():
         expected = sliding_window_mask(seg.model, preprocess(image, seg.ckpt.mean,
                                                              seg.ckpt.std)[None],
@@ -191,9 +199,14 @@ def test_an_upload_already_at_the_training_size_is_tiled_as_the_normalised_tenso
 
 def test_an_image_exactly_the_tile_size_is_not_tiled(checkpoint):
     seg = segmenter(checkpoint, tile_size=32, tile_overlap=8)
-    at_limit, over = seg.prepare(random_image(32, 20)), seg.prepare(random_image(33, 20))
-    assert at_limit.tensor.dtype == torch.float32 and not seg.needs_tiling(at_limit)
-    assert over.tensor.dtype == torch.uint8 and seg.needs_tiling(over)
+    seen: list[tuple[int, ...]] = []
+    network = seg._net
+    seg._net = lambda batch: seen.append(tuple(batch.shape)) or network(batch)
+    seg.predict([seg.prepare(random_image(32, 20))])
+    assert seen == [(1, 3, 32, 20)]  # one forward of the whole image
+    seen.clear()
+    seg.predict([seg.prepare(random_image(33, 20))])
+    assert len(seen) == 2 and all(shape[2] < 33 for shape in seen)  # two tiles of rows
 
 
 @pytest.mark.parametrize(("size", "shape"), [((1, 600), (1, 32)), ((600, 1), (32, 1))])
@@ -203,12 +216,14 @@ def test_resizing_never_drops_a_side_below_one_pixel(checkpoint, size, shape):
 
 
 def test_downscaling_to_the_training_size_is_antialiased_bilinear(checkpoint):
+    """Against Pillow's bilinear resize, which widens its filter when reducing."""
+    from PIL import Image
     seg = segmenter(checkpoint, resolution="resize")
-    image = random_image(64, 48)
-    normalised = preprocess(image, seg.ckpt.mean, seg.ckpt.std)[None]
-    expected = torch.nn.functional.interpolate(normalised, size=(32, 24), mode="bilinear",
-                                               align_corners=False, antialias=True)[0]
-    torch.testing.assert_close(seg.prepare(image).tensor, expected)
+    image = np.kron(random_image(16, 12), np.ones((4, 4, 1), np.uint8))  # 64×48, smooth-ish
+    expected = np.asarray(Image.fromarray(image).resize((24, 32), Image.Resampling.BILINEAR))
+    resized = seg.prepare(image).tensor.permute(1, 2, 0).numpy()
+    assert resized.shape == (32, 24, 3)
+    assert np.abs(resized.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_a_read_only_upload_over_the_tile_size_is_prepared_without_a_warning(checkpoint):

@@ -10,6 +10,7 @@ from model.classes import IGNORE_INDEX
 from model.data import SyntheticScenes
 from model.net import DeconvNet, NetConfig
 from model.transforms import (
+    Preprocess,
     SegCutMix,
     SegMixUp,
     eval_transforms,
@@ -112,6 +113,27 @@ def test_preprocess_is_the_eval_pipeline():
         tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1)),
         tv_tensors.Mask(torch.zeros(5, 7, dtype=torch.long)))
     torch.testing.assert_close(x, joint_image.as_subclass(torch.Tensor))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_the_preprocess_module_gives_the_eval_pipeline_bit_for_bit():
+    """What the service's frozen graph runs in front of the network, on a channels-last batch."""
+    rng = np.random.default_rng(3)
+    arrays = rng.integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2)  # (2, 3, 5, 7), channels-last
+    out = torch.jit.script(Preprocess(mean, std))(batch)
+    for i, array in enumerate(arrays):
+        assert torch.equal(out[i], preprocess(array, mean, std))
+    assert torch.equal(batch, torch.from_numpy(arrays).permute(0, 3, 1, 2))  # pixels untouched
+
+
+def test_the_preprocess_module_takes_float_pixels_in_0_1_without_changing_them():
+    pixels = torch.rand(1, 3, 4, 6)
+    before = pixels.clone()
+    out = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(pixels)
+    torch.testing.assert_close(out, (before - 0.5) / 0.25)
+    assert torch.equal(pixels, before)
 
 
 def test_color_jitter_changes_the_image_only():
