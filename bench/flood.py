@@ -4,7 +4,8 @@
 A real server with DECONVSEG_MAX_QUEUE=16. Capacity: `hey` with 4 connections for 10 s. Then
 three floods of 64 connections for 15 s each (512² JPEG, no think time), and after each one,
 once the server has gone quiet, its RSS. Reports admitted throughput against capacity, the 503
-latency percentiles (from hey's per-request CSV) and RSS against the start.
+latency percentiles (from hey's per-request CSV), the event loop's CPU per request (its thread's
+/proc counters) and RSS against the start.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.load import process_cpu_seconds
 from tests.support.server import (
     BOUNDARY,
     memory_trims,
@@ -59,7 +61,9 @@ def run(checkpoint: str, pace_ms: float) -> dict[str, Any]:
             floods = []
             for _ in range(3):
                 before = memory_trims(base)
+                loop_before = process_cpu_seconds(proc.pid, proc.pid)
                 results = hey(base, body, 64, 15)
+                loop_cpu = process_cpu_seconds(proc.pid, proc.pid) - loop_before
                 settled(base, before, within_s=30)
                 refused = [t for s, t in results if s == 503]
                 floods.append({
@@ -70,6 +74,7 @@ def run(checkpoint: str, pace_ms: float) -> dict[str, Any]:
                     if refused else None,
                     "refused_p99_ms": round(float(np.percentile(refused, 99)) * 1000, 1)
                     if refused else None,
+                    "loop_cpu_ms_per_request": round(loop_cpu / max(1, len(results)) * 1000, 3),
                     "rss_mb_after": round(rss_mb(proc.pid), 1)})
         finally:
             stop(proc)
