@@ -37,7 +37,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from model.checkpoint import Checkpoint, CheckpointError
 from model.tiling import Axis, sliding_window_logits, sliding_window_maps, top_probability
-from model.transforms import Preprocess
+from model.transforms import Preprocess, pixels_view
 
 log = logging.getLogger("deconvseg.inference")
 
@@ -132,10 +132,11 @@ class Segmenter:
         self.num_classes = len(ckpt.classes)
         self._autocast = options.backend == "bf16" and options.engine == "eager"
         self._memory_format = torch.channels_last
-        self._net: Callable[[torch.Tensor], torch.Tensor] = Served(self.model, ckpt.mean, ckpt.std)
+        served = Served(self.model, ckpt.mean, ckpt.std)
+        self._net: Callable[[torch.Tensor], torch.Tensor] = served
         if options.engine == "torchscript":
             dtype = torch.bfloat16 if options.backend == "bf16" else torch.float32
-            self._net = freeze_torchscript(Served(self.model, ckpt.mean, ckpt.std), dtype)
+            self._net = freeze_torchscript(served, dtype)  # scripts a copy
         elif options.engine == "onnxruntime":
             if options.backend != "fp32" or device.type != "cpu":
                 raise ValueError(f"the onnxruntime engine runs fp32 on cpu only, not "
@@ -151,9 +152,7 @@ class Segmenter:
         layout the model runs in, resized with torchvision under the `resize` policy. No float
         copy: the forward normalises (`Served`), whole images and tiles alike."""
         height, width = image.shape[:2]
-        with warnings.catch_warnings():  # a decoded upload is read-only; it is only read
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        pixels = pixels_view(image)
         if self.options.resolution == "resize":
             scale = self.ckpt.train_size / max(height, width)
             size = [max(1, round(height * scale)), max(1, round(width * scale))]

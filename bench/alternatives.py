@@ -27,7 +27,7 @@ from bench.timing import random_pixels, timed
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.data import SyntheticScenes
 from model.evaluate import HELD_OUT_SEED
-from model.transforms import Preprocess, preprocess
+from model.transforms import Preprocess, pixels_view, preprocess
 
 AGREEMENT_SIZE = 256
 SIZES = ((256, 256), (768, 1024))
@@ -47,7 +47,7 @@ def _agreement(ckpt: Checkpoint, candidate: Candidate, scenes: int) -> float:
         image = data.render(i)[0]
         with torch.inference_mode():
             a = ckpt.model(preprocess(image, ckpt.mean, ckpt.std)[None]).argmax(1).numpy()
-        b = candidate.logits(torch.from_numpy(image).permute(2, 0, 1)[None]).argmax(1)
+        b = candidate.logits(pixels_view(image)[None]).argmax(1)
         same += int(np.count_nonzero(a == b))
         total += a.size
     return same / total

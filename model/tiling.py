@@ -6,8 +6,9 @@ is padded and the work is `count × tile` per axis, a few percent over the image
 *owns* the part of it nearest its centre: neighbouring tiles split their overlap down the middle,
 so a kept pixel always has at least `overlap // 2` pixels of real context on each side, and the
 outputs are stitched without summing or averaging anything. Tiles are views of the image (no
-copy); a raw (e.g. uint8) image is normalised one tile at a time, so no float copy of the
-image, or of a band of it (50 MB for a band of 8192-px rows), ever exists.
+copy); given a raw (e.g. uint8) image and a model that normalises its input (the service's
+`Served`), no float copy of the image, or of a band of it (50 MB for a band of 8192-px rows),
+ever exists: only one tile's, inside the forward.
 
 An earlier version averaged overlapping tiles with `F.fold` over float logits; for a 640×480
 image that bookkeeping alone cost twice the forward pass. `fold(unfold(x)) == divisor · x` is
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 import torch
 
 Model = Callable[[torch.Tensor], torch.Tensor]
-Normalize = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,6 @@ class Axis:
 
 @torch.inference_mode()
 def _owned_logits(model: Model, image: torch.Tensor, tile: int, overlap: int, batch_size: int,
-                  normalize: Normalize | None,
                   ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
     """(rows, cols, logits (K, h, w)) for each tile's owned part of the image."""
     if image.dim() != 4 or image.shape[0] != 1:
@@ -76,8 +75,6 @@ def _owned_logits(model: Model, image: torch.Tensor, tile: int, overlap: int, ba
         for first in range(0, len(col_parts), batch_size):
             group = col_parts[first:first + batch_size]
             tiles = [band[..., left:left + cols.tile] for left, _ in group]
-            if normalize is not None:  # raw (e.g. uint8) image: normalise tile by tile
-                tiles = [normalize(t) for t in tiles]
             logits = model(tiles[0] if len(tiles) == 1 else torch.cat(tiles))  # (n, K, th, tw)
             for out, (left, (x0, x1)) in zip(logits, group, strict=True):
                 yield (slice(y0, y1), slice(x0, x1),
@@ -85,37 +82,32 @@ def _owned_logits(model: Model, image: torch.Tensor, tile: int, overlap: int, ba
 
 
 def sliding_window_logits(model: Model, image: torch.Tensor, num_classes: int, *, tile: int,
-                          overlap: int, batch_size: int = 1,
-                          normalize: Normalize | None = None) -> torch.Tensor:
-    """Float logits (1, K, H, W) for an image (1, C, H, W), tile by tile.
-
-    The image is either normalised already, or raw with `normalize` mapping a (1, C, h, w) tile
-    to its normalised float version.
-    """
+                          overlap: int, batch_size: int = 1) -> torch.Tensor:
+    """Float logits (1, K, H, W) for an image (1, C, H, W), tile by tile: the image is what
+    `model` takes (normalised, or raw pixels for a model that normalises)."""
     height, width = image.shape[-2:]
     logits = torch.empty(1, num_classes, height, width)
-    for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size, normalize):
+    for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size):
         logits[0, :, rows, cols] = part.float()
     return logits
 
 
 def sliding_window_mask(model: Model, image: torch.Tensor, *, tile: int, overlap: int,
-                        batch_size: int = 1, normalize: Normalize | None = None) -> torch.Tensor:
+                        batch_size: int = 1) -> torch.Tensor:
     """Class indices (H, W) as uint8 for an image (1, C, H, W), tile by tile: the argmax of
     `sliding_window_logits`, without ever holding more than one tile's logits."""
-    return sliding_window_maps(model, image, tile=tile, overlap=overlap, batch_size=batch_size,
-                               normalize=normalize)[0]
+    return sliding_window_maps(model, image, tile=tile, overlap=overlap, batch_size=batch_size)[0]
 
 
 def sliding_window_maps(model: Model, image: torch.Tensor, *, tile: int, overlap: int,
-                        batch_size: int = 1, normalize: Normalize | None = None,
-                        confidence: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        batch_size: int = 1, confidence: bool = False,
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`sliding_window_mask`, and with `confidence` also `top_probability` (H, W) uint8, tile by
     tile."""
     height, width = image.shape[-2:]
     mask = torch.empty(height, width, dtype=torch.uint8)
     top = torch.empty(height, width, dtype=torch.uint8) if confidence else None
-    for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size, normalize):
+    for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size):
         mask[rows, cols] = part.argmax(0).to(torch.uint8)
         if top is not None:
             top[rows, cols] = top_probability(part[None])[0]

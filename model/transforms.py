@@ -98,11 +98,17 @@ def preprocess(
     `eval_transforms`. The result keeps the array's channels-last memory layout, the one the
     model runs in. In the service's I/O threads torch computes single-threaded."""
     if isinstance(image, np.ndarray):  # a (3, H, W) view: ToImage would copy to make it CHW
-        image = np.ascontiguousarray(image)  # channels-last: the layout the model runs in
-        with warnings.catch_warnings():  # a decoded upload is read-only; it is only read
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            image = torch.from_numpy(image).permute(2, 0, 1)
+        image = pixels_view(image)
     return eval_transforms(mean, std)(image).as_subclass(torch.Tensor)
+
+
+def pixels_view(image: np.ndarray) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) array → a (3, H, W) tensor view of it, channels-last in memory (the
+    layout the model runs in); copied only if the array is not C-contiguous. A decoded upload
+    is read-only, which is fine: the view is only ever read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
 # --- CutMix / MixUp for segmentation ----------------------------------------------------------

@@ -83,17 +83,17 @@ def test_bad_tiling_arguments_are_rejected():
         sliding_window_logits(Identity(), torch.zeros(1, 3, 8, 8), 3, tile=8, overlap=8)
 
 
-def test_raw_image_normalised_band_by_band_matches_a_normalised_image():
-    from model.transforms import preprocess
+def test_raw_image_through_a_normalising_model_tile_by_tile_matches_a_normalised_image():
+    from model.transforms import Preprocess, preprocess
 
     torch.manual_seed(0)
     model = DeconvNet(NetConfig(num_classes=4, widths=[8, 16])).eval()
     raw = torch.randint(0, 256, (3, 90, 70), dtype=torch.uint8)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
     whole = sliding_window_mask(model, preprocess(raw, mean, std)[None], tile=32, overlap=8)
-    banded = sliding_window_mask(model, raw[None], tile=32, overlap=8,
-                                 normalize=lambda band: preprocess(band[0], mean, std)[None])
-    assert torch.equal(whole, banded)
+    tiled = sliding_window_mask(torch.nn.Sequential(Preprocess(mean, std), model), raw[None],
+                                tile=32, overlap=8)
+    assert torch.equal(whole, tiled)
 
 
 def test_a_one_pixel_tile_is_allowed_and_a_zero_pixel_tile_is_not():
