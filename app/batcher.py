@@ -221,6 +221,7 @@ class Batcher:
     def _run(self, index: int) -> None:
         batch: list[_Item] = []
         try:
+            self.policy.enter_worker()
             while (taken := self._take(index)) is not None:
                 batch, context = taken
                 try:

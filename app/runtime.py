@@ -32,7 +32,7 @@ class Runtime:
         self.settings = settings
         self.metrics = metrics
         self.policy = ThreadPolicy(settings.resolved_threads,
-                                   settings.resolved_workers(device.type))
+                                   settings.resolved_workers(device.type), settings.worker_nice)
         self.batcher = Batcher(self.policy, settings.max_queue,
                                on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
                                on_idle=self._hand_back_memory)

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         None, ge=1, le=64, description="inference threads taking images from the queue; unset "
         "= one per torch thread (at most 4) on cpu, 1 on cuda. Busy workers share THREADS; "
         "one computing alone uses all of them")
+    worker_nice: int = Field(
+        0, ge=0, le=19, description="the inference threads' nice value above the process's: "
+        "the event loop and I/O threads, whose work per request is short, come first on a "
+        "contended core (0 = the same priority)")
     io_threads: int | None = Field(
         None, ge=1, le=256, description="decode/encode threads; unset = max(1, cores // 4)"
     )

@@ -1,4 +1,5 @@
 import asyncio
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -454,3 +455,21 @@ async def test_reported_times_lie_within_the_time_the_callers_waited():
         assert 0 <= result.queue_seconds <= waited and 0 <= result.compute_seconds <= waited
     assert all(0 <= q <= waited for stats in batches for q in stats.queue_seconds)
     assert all(0 <= stats.compute_seconds <= waited for stats in batches)
+
+
+async def test_inference_workers_run_at_the_policys_nice_below_the_process():
+    main = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+
+    def predict(items, _context):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return items
+
+    batcher = Batcher(ThreadPolicy(threads=1, workers=2, nice=2), max_queue=4)
+    lane = Lane(predict, 1, 0.0)
+    batcher.start()
+    try:
+        await asyncio.wait_for(batcher.submit(lane, 1, 30), 30)
+    finally:
+        batcher.stop()
+    assert seen == [min(19, main + 2)]

@@ -1,12 +1,20 @@
 """The thread policy: which worker takes work, and its torch threads (all for a lone forward,
 an equal share when busy)."""
 
+import os
+import sys
 import threading
 
 import pytest
 import torch
 
-from app.workers import ThreadPolicy, WorkerContext, in_own_thread, use_threads
+from app.workers import (
+    ThreadPolicy,
+    WorkerContext,
+    in_own_thread,
+    lower_priority,
+    use_threads,
+)
 
 
 @pytest.mark.parametrize(("workers", "busy", "queued", "worker", "expected"), [
@@ -97,3 +105,40 @@ def test_use_threads_calls_torch_only_when_the_count_changes(monkeypatch):
     thread.start()
     thread.join()
     assert calls == [2, 1, 2]
+
+
+def _nice(tid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+@pytest.mark.parametrize("nice", [-1, 20])
+def test_policy_refuses_a_nice_outside_0_to_19(nice):
+    with pytest.raises(ValueError, match=f"^nice must be in 0..19, got {nice}$"):
+        ThreadPolicy(threads=1, workers=1, nice=nice)
+
+
+@pytest.mark.parametrize("nice", [0, 19])
+def test_policy_takes_a_nice_at_either_end(nice):
+    assert ThreadPolicy(threads=1, workers=1, nice=nice).nice == nice
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="nice is per thread only on Linux")
+def test_lower_priority_lowers_the_calling_thread_and_the_openmp_team_it_starts():
+    main = _nice(threading.get_native_id())
+    before = {int(t) for t in os.listdir("/proc/self/task")}
+    seen = {}
+
+    def worker():
+        lower_priority(3)
+        seen["self"] = _nice(threading.get_native_id())
+        torch.set_num_threads(2)
+        torch.ones(256, 256) @ torch.ones(256, 256)  # starts this thread's OpenMP team
+        team = {int(t) for t in os.listdir("/proc/self/task")} - before
+        seen["team"] = {_nice(t) for t in team - {threading.get_native_id()}}
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["self"] == min(19, main + 3)
+    assert seen["team"] == {min(19, main + 3)}
+    assert _nice(threading.get_native_id()) == main
