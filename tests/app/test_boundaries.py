@@ -127,10 +127,14 @@ async def test_an_api_key_off_by_case_or_one_character_is_401(tiny_checkpoint, s
 
 
 @pytest.mark.parametrize("supplied", [KEY.lower(), KEY[:-1], KEY + "x", KEY[1:]])
-async def test_an_admin_key_off_by_case_or_one_character_is_401(tiny_checkpoint, supplied):
+@pytest.mark.parametrize("header", ["X-Admin-Key", "Authorization"])
+async def test_an_admin_key_off_by_case_or_one_character_is_401(tiny_checkpoint, supplied,
+                                                                 header):
     app = create_app(make_settings(tiny_checkpoint, admin_key=KEY))
+    value = f"Bearer {supplied}" if header == "Authorization" else supplied
     async with running_client(app) as client:
-        r = await client.post("/v2/repository/index", headers={"X-Admin-Key": supplied})
+        r = await client.post("/v2/repository/index", headers={header: value})
         assert status(r) == (401, "unauthorized")
-        ok = await client.post("/v2/repository/index", headers={"X-Admin-Key": KEY})
+        good = f"Bearer {KEY}" if header == "Authorization" else KEY
+        ok = await client.post("/v2/repository/index", headers={header: good})
         assert ok.status_code == 200

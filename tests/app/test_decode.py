@@ -71,6 +71,17 @@ def test_exif_orientation_6_rotates_into_the_displayed_frame():
     assert rgb[:10].mean() > 200 and rgb[-10:].mean() < 50  # the band is now on top
 
 
+def test_exif_orientation_of_a_png_is_applied_too():
+    """Pillow's route (every format but baseline JPEG) turns the image as its EXIF says."""
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb = decode_image(encoded(Image.fromarray(array), "PNG", exif=exif), 10_000)
+    assert rgb.shape == (40, 20, 3)
+    assert rgb[:10].min() == 255 and rgb[10:].max() == 0
+
+
 def photo_array(width: int, height: int, seed: int = 3) -> np.ndarray:
     """Smooth gradients with noise: JPEG's chroma subsampling and IDCT both have work to do."""
     rng = np.random.default_rng(seed)
@@ -122,6 +133,7 @@ def test_a_jpeg_cut_inside_its_pixel_data_is_named_truncated():
         decode_image(data[:len(data) // 2], 10_000)
     assert caught.value.message == ("the JPEG data is truncated or corrupt (Image is incomplete "
                                     "or truncated)")
+    assert caught.value.code == "invalid_image"
 
 
 def test_animated_gif_uses_the_first_frame():

@@ -161,6 +161,21 @@ def test_a_resized_image_over_the_tile_size_is_tiled_then_brought_to_the_upload_
     assert np.array_equal(seg.predict([item])[0], mask)
 
 
+def test_tiled_probabilities_are_the_softmax_of_the_stitched_logits(checkpoint):
+    """Not of one forward over the whole image, which differs near the seams."""
+    from model.tiling import sliding_window_logits
+    seg = segmenter(checkpoint, tile_size=32, tile_overlap=8)
+    item = seg.prepare(random_image(70, 50, seed=5))
+    assert seg.needs_tiling(item)
+    normalised = preprocess(item.tensor, seg.ckpt.mean, seg.ckpt.std)[None]
+    with torch.inference_mode():
+        logits = sliding_window_logits(seg.model, normalised, 3, tile=32, overlap=8)
+        whole = seg.model(normalised)
+    _, probabilities, _ = seg.probabilities(item)
+    assert np.array_equal(probabilities, logits[0].softmax(0).half().numpy())
+    assert not torch.equal(whole, logits)  # the two really differ here
+
+
 def test_probabilities_give_a_uint8_mask_that_is_their_argmax(checkpoint):
     seg = segmenter(checkpoint)
     mask, probs, top = seg.probabilities(seg.prepare(random_image(20, 30)))

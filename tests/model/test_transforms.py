@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import numpy as np
@@ -197,3 +198,73 @@ def test_preprocess_takes_a_read_only_array_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert preprocess(image, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).shape == (3, 4, 5)
+
+
+def _two_masks(size=64):
+    """A batch of two: image/mask 0 all 0, image/mask 1 all 1, so what CutMix pastes into
+    image 0 is exactly where its mask reads 1."""
+    images = torch.stack([torch.zeros(3, size, size), torch.ones(3, size, size)])
+    masks = torch.stack([torch.zeros(size, size, dtype=torch.long),
+                         torch.ones(size, size, dtype=torch.long)])
+    return images, masks
+
+
+def _pasted_box(mask):
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_cutmix_box_sides_are_the_sqrt_of_the_pasted_share_and_clip_at_the_edges():
+    """λ = 0.75: the box is 2·⌊0.5·√0.25·64⌋ = 32 px a side, a quarter of the image, wherever
+    it is not cut by an edge; a cut box ends exactly at that edge (0 or 64)."""
+    cutmix = SegCutMix(num_classes=2)
+    cutmix._sample_lambda = lambda: 0.75
+    torch.manual_seed(0)
+    sides, clipped_at_start = set(), 0
+    for _ in range(200):
+        _, mixed, lam = cutmix(*_two_masks())
+        x1, y1, x2, y2 = _pasted_box(mixed[0])
+        for lo, hi in ((x1, x2), (y1, y2)):
+            sides.add(hi - lo)
+            if hi - lo < 32:
+                assert lo == 0 or hi == 64
+                clipped_at_start += lo == 0
+        assert lam == 1 - (x2 - x1) * (y2 - y1) / 64**2
+    assert max(sides) == 32 and clipped_at_start > 0
+
+
+def test_cutmix_and_mixup_with_p_0_change_nothing_and_return_lambda_1():
+    images, masks = _two_masks(8)
+    out_images, out_masks, lam = SegCutMix(num_classes=2, p=0.0)(images, masks)
+    assert lam == 1.0 and torch.equal(out_images, images) and torch.equal(out_masks, masks)
+    out_images, targets, lam = SegMixUp(num_classes=2, p=0.0)(images, masks)
+    assert lam == 1.0 and torch.equal(out_images, images)
+    assert torch.equal(targets, one_hot_targets(masks, 2))
+
+
+@pytest.mark.parametrize(("images", "masks"), [
+    ((2, 3, 4, 4), (3, 4, 4)),  # batch sizes differ
+    ((3, 4, 4), (3, 4, 4)),  # images without a batch axis
+    ((2, 3, 4, 4), (2, 1, 4, 4)),  # masks with a channel axis
+])
+@pytest.mark.parametrize("mix", [SegCutMix, SegMixUp])
+def test_batch_mixes_name_both_shapes_when_they_do_not_pair(mix, images, masks):
+    with pytest.raises(ValueError, match=re.escape(
+            f"expected images (B, C, H, W) and masks (B, H, W), got {images} and {masks}")):
+        mix(num_classes=2)(torch.zeros(images), torch.zeros(masks, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mix", [SegCutMix, SegMixUp])
+def test_batch_mixes_refuse_masks_of_another_size(mix):
+    with pytest.raises(ValueError, match="^images and masks must have the same H, W$"):
+        mix(num_classes=2)(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 5, dtype=torch.long))
+
+
+def test_one_hot_targets_have_every_class_channel_even_for_absent_classes():
+    masks = torch.zeros(1, 2, 2, dtype=torch.long)
+    assert one_hot_targets(masks, 3).shape == (1, 3, 2, 2)
+
+
+def test_one_hot_targets_of_a_single_class_zero_the_ignored_pixels():
+    masks = torch.tensor([[[0, IGNORE_INDEX]]])
+    assert one_hot_targets(masks, 1).tolist() == [[[[1.0, 0.0]]]]
