@@ -34,17 +34,6 @@ def test_backend_masks_agree_with_fp32_on_held_out_scenes(backend, engine):
     assert same / total >= 0.999, f"{backend} {engine} agrees on {same / total:.5f} of pixels"
 
 
-def test_auto_backend_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
-    from app.inference import resolve_backend
-
-    cpu = torch.device("cpu")
-    assert resolve_backend("fp32", cpu) == "fp32" and resolve_backend("bf16", cpu) == "bf16"
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert resolve_backend("auto", cpu) == "fp32"
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    assert resolve_backend("auto", cpu) == "bf16"
-
-
 @pytest.mark.slow
 def test_masks_do_not_depend_on_the_worker_thread_count():
     """Workers switch between all threads (alone) and a share (busy); the mask must not."""

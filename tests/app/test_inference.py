@@ -21,6 +21,23 @@ def random_image(height, width, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+@pytest.mark.parametrize(("cpu_bf16", "cuda_bf16"), [(True, False), (False, True)])
+def test_auto_backend_is_bf16_only_where_the_device_computes_it(monkeypatch, cpu_bf16,
+                                                                 cuda_bf16):
+    """A named backend is kept as it is; `auto` asks the device that will run it, and is
+    fp32 for onnxruntime whatever the device can do."""
+    from app.inference import resolve_backend
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: cpu_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: cuda_bf16)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [resolve_backend(name, device) for name in ("fp32", "bf16")
+            for device in (cpu, cuda)] == ["fp32", "fp32", "bf16", "bf16"]
+    expected = {True: "bf16", False: "fp32"}
+    assert resolve_backend("auto", cpu) == expected[cpu_bf16]
+    assert resolve_backend("auto", cuda) == expected[cuda_bf16]
+    assert resolve_backend("auto", cpu, "onnxruntime") == "fp32"
+
+
 def test_cuda_without_a_gpu_is_refused_with_the_setting_name(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type == "cpu"

@@ -240,3 +240,74 @@ async def test_a_response_already_started_is_not_followed_by_a_413():
     await middleware.BodyLimitMiddleware(app, 10)(
         {"type": "http", "path": "/segment", "headers": []}, receive, send)
     assert sent == [{"type": "http.response.start", "status": 200, "headers": []}]
+
+
+async def test_a_body_over_the_limit_the_app_does_not_catch_still_gets_one_413():
+    import json
+    body = chunks(6, 6)
+
+    async def receive():
+        return next(body)
+
+    async def app(scope, receive, send):  # reads on; the cut-off raises through it
+        while (await receive())["more_body"]:
+            pass
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await middleware.BodyLimitMiddleware(app, 10)(
+        {"type": "http", "path": "/segment", "headers": []}, receive, send)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [413]
+    assert json.loads(sent[1]["body"])["error"] == {
+        "code": "payload_too_large",
+        "message": "the request body is over 10 bytes; the limit is 10 bytes"}
+
+
+def test_load_shedding_answers_at_once_unless_given_a_pace():
+    assert LoadShedMiddleware(None, lambda: None, re.compile("/segment"), str).pace_s == 0.0
+
+
+def _sample(metrics, name, labels):
+    return metrics.registry.get_sample_value(name, labels)
+
+
+async def test_request_metrics_pass_other_scopes_through_untouched():
+    from app.metrics import Metrics
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append((scope, receive, send))
+
+    async def receive():
+        return {}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "lifespan"}
+    metrics = Metrics()
+    await middleware.RequestMetricsMiddleware(app, metrics)(scope, receive, send)
+    assert seen == [(scope, receive, send)]
+    assert _sample(metrics, "deconvseg_requests_total",
+                   {"route": "unmatched", "status": "500"}) is None
+
+
+async def test_a_request_that_fails_before_answering_is_counted_as_500_and_timed():
+    from app.metrics import Metrics
+
+    async def app(scope, receive, send):
+        scope["route"] = middleware.RouteLabel("/segment")
+        raise RuntimeError("boom")
+
+    metrics = Metrics()
+    with pytest.raises(RuntimeError):
+        await middleware.RequestMetricsMiddleware(app, metrics)(
+            {"type": "http", "path": "/segment"}, None, None)
+    assert _sample(metrics, "deconvseg_requests_total",
+                   {"route": "/segment", "status": "500"}) == 1.0
+    assert _sample(metrics, "deconvseg_request_seconds_count", {"route": "/segment"}) == 1.0
+    seconds = _sample(metrics, "deconvseg_request_seconds_sum", {"route": "/segment"})
+    assert 0 <= seconds < 60  # a duration, not a clock reading
