@@ -38,10 +38,10 @@ def responsive_checkpoint(tmp_path_factory):
 
 # Left out under mutmut: they start processes, train, or load and swap model repositories
 # (outside the mutated modules), seconds per test, and every surviving mutant of a function they
-# reach (most of app/) would wait for them. Each still runs in `make test`.
-SLOW_UNDER_MUTATION = ("tests/app/test_entrypoint.py", "tests/app/test_backends.py",
-                       "tests/app/test_registry.py", "tests/model/test_distributed.py",
-                       "tests/model/test_train.py")
+# reach (most of app/) would wait for them; so are the `slow` tests of the other files (the
+# shipped model on held-out scenes). Each still runs in `make test`.
+SLOW_UNDER_MUTATION = ("tests/app/test_entrypoint.py", "tests/app/test_registry.py",
+                       "tests/model/test_distributed.py", "tests/model/test_train.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -52,7 +52,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     stats = Path("mutmut-stats.json")
     if Path.cwd().name != "mutants" or not stats.is_file():
         return
-    slow = [item for item in items if item.nodeid.startswith(SLOW_UNDER_MUTATION)]
+    slow = [item for item in items if item.nodeid.startswith(SLOW_UNDER_MUTATION)
+            or item.get_closest_marker("slow") is not None]
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if item not in slow]
