@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -266,3 +268,18 @@ def test_a_read_only_upload_over_the_tile_size_is_prepared_without_a_warning(che
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert seg.prepare(image).tensor.dtype == torch.uint8
+
+
+def test_a_checkpoint_of_256_classes_is_served_and_one_of_257_is_refused(checkpoint):
+    """Masks are uint8: class indices 0..255."""
+    from dataclasses import replace
+
+    from model.checkpoint import CheckpointError
+    fits = replace(checkpoint, classes=[f"c{i}" for i in range(256)])
+    assert len(Segmenter(fits, InferenceOptions(engine="eager"), torch.device("cpu"))
+               .ckpt.classes) == 256
+    over = replace(checkpoint, classes=[f"c{i}" for i in range(257)])
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{over.path}: 257 classes do not fit the 8-bit masks this service returns "
+            "(at most 256)")):
+        Segmenter(over, InferenceOptions(engine="eager"), torch.device("cpu"))
