@@ -125,7 +125,12 @@ async def test_a_shed_request_is_labelled_with_its_route_template_for_the_metric
     assert scope["route"] == middleware.RouteLabel("/models/{name}/segment")
 
 
-async def test_the_body_limit_passes_other_scopes_through_untouched():
+@pytest.mark.parametrize("wrap", [
+    lambda app, _metrics: middleware.BodyLimitMiddleware(app, 10),
+    lambda app, metrics: middleware.RequestMetricsMiddleware(app, metrics),
+], ids=["body limit", "request metrics"])
+async def test_other_scopes_pass_through_untouched_and_uncounted(wrap):
+    from app.metrics import Metrics
     seen = []
 
     async def app(scope, receive, send):
@@ -138,8 +143,11 @@ async def test_the_body_limit_passes_other_scopes_through_untouched():
         pass
 
     scope = {"type": "lifespan"}
-    await middleware.BodyLimitMiddleware(app, 10)(scope, receive, send)
+    metrics = Metrics()
+    await wrap(app, metrics)(scope, receive, send)
     assert seen == [(scope, receive, send)]
+    assert _sample(metrics, "deconvseg_requests_total",
+                   {"route": "unmatched", "status": "500"}) is None
 
 
 async def test_the_body_limit_takes_a_scope_without_headers():
@@ -272,27 +280,6 @@ def test_load_shedding_answers_at_once_unless_given_a_pace():
 
 def _sample(metrics, name, labels):
     return metrics.registry.get_sample_value(name, labels)
-
-
-async def test_request_metrics_pass_other_scopes_through_untouched():
-    from app.metrics import Metrics
-    seen = []
-
-    async def app(scope, receive, send):
-        seen.append((scope, receive, send))
-
-    async def receive():
-        return {}
-
-    async def send(message):
-        pass
-
-    scope = {"type": "lifespan"}
-    metrics = Metrics()
-    await middleware.RequestMetricsMiddleware(app, metrics)(scope, receive, send)
-    assert seen == [(scope, receive, send)]
-    assert _sample(metrics, "deconvseg_requests_total",
-                   {"route": "unmatched", "status": "500"}) is None
 
 
 async def test_a_request_that_fails_before_answering_is_counted_as_500_and_timed():
