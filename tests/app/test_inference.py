@@ -43,8 +43,16 @@ def test_auto_backend_is_bf16_only_where_the_device_computes_it(monkeypatch, cpu
 def test_cuda_without_a_gpu_is_refused_with_the_setting_name(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type == "cpu"
-    with pytest.raises(RuntimeError, match="DECONVSEG_DEVICE"):
+    with pytest.raises(RuntimeError, match=re.escape(
+            "DECONVSEG_DEVICE=cuda, but torch sees no CUDA device; use auto or cpu")):
         resolve_device("cuda")
+
+
+def test_auto_device_is_cuda_where_torch_sees_one_and_a_named_device_is_kept(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
 
 
 @pytest.mark.parametrize("engine", ["eager", "torchscript"])
@@ -108,20 +116,24 @@ def test_buckets_group_exact_shapes_and_isolate_tiled_images(checkpoint):
     assert seg.padding_ratio([a, b]) == 0.0
 
 
-def test_warm_up_runs_the_shapes_the_service_will_see(checkpoint):
-    seg = segmenter(checkpoint, stacked=True, tile_size=64)
-    seen: list[tuple[int, ...]] = []
+@pytest.mark.parametrize(("stacked", "max_batch_size", "batches"),
+                         [(True, 2, [1, 1, 1, 2]), (True, 1, [1, 1, 1]), (False, 4, [1, 1, 1])])
+def test_warm_up_runs_the_shapes_the_service_will_see(checkpoint, stacked, max_batch_size,
+                                                      batches):
+    """Three single uint8 images (TorchScript optimises on the second call), then a stacked
+    batch of the largest size when batches are stacked; per-item batches run single images."""
+    seg = segmenter(checkpoint, stacked=stacked, tile_size=64)
+    seen: list[tuple[tuple[int, ...], torch.dtype]] = []
     network = seg._net
 
     def recording(batch):
-        seen.append(tuple(batch.shape))
+        seen.append((tuple(batch.shape), batch.dtype))
         return network(batch)
 
     seg._net = recording
-    seg.warm_up(max_batch_size=2)
+    seg.warm_up(max_batch_size=max_batch_size)
     side = min(checkpoint.train_size, 64)
-    # three single images (TorchScript optimises on the second call), then a stacked batch
-    assert seen == [(1, 3, side, side)] * 3 + [(2, 3, side, side)]
+    assert seen == [((n, 3, side, side), torch.uint8) for n in batches]
 
 
 @pytest.mark.parametrize(("size", "options"), [
@@ -283,3 +295,37 @@ def test_a_checkpoint_of_256_classes_is_served_and_one_of_257_is_refused(checkpo
             f"{over.path}: 257 classes do not fit the 8-bit masks this service returns "
             "(at most 256)")):
         Segmenter(over, InferenceOptions(engine="eager"), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("engine", ["eager", "torchscript"])
+@pytest.mark.parametrize("backend", ["fp32", "bf16"])
+def test_logits_are_computed_in_the_backends_dtype(checkpoint, backend, engine):
+    """bf16 logits survive a round trip through bf16 unchanged; fp32 ones do not."""
+    seg = segmenter(checkpoint, backend=backend, engine=engine)
+    logits = seg.forward(torch.randint(0, 256, (1, 3, 16, 24), dtype=torch.uint8))
+    assert logits.dtype == torch.float32
+    assert torch.equal(logits, logits.bfloat16().float()) == (backend == "bf16")
+
+
+def test_eager_bf16_is_the_network_under_bf16_autocast_on_normalised_pixels(checkpoint):
+    from dataclasses import replace
+    mean, std = [0.2, 0.5, 0.7], [0.1, 0.3, 0.2]
+    seg = segmenter(replace(checkpoint, mean=mean, std=std), backend="bf16")
+    batch = torch.randint(0, 256, (2, 3, 16, 24), dtype=torch.uint8)
+    normalised = ((batch.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1))
+                  / torch.tensor(std).view(1, 3, 1, 1))
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        expected = checkpoint.model(normalised.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(seg.forward(batch), expected.float())
+
+
+def test_freezing_hides_torch_jits_deprecation_warning_and_leaves_the_eager_model_in_fp32(
+        checkpoint):
+    import warnings
+
+    from app.inference import freeze_torchscript
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        frozen = freeze_torchscript(checkpoint.model, torch.bfloat16)
+    assert isinstance(frozen, torch.jit.ScriptModule)
+    assert {p.dtype for p in checkpoint.model.parameters()} == {torch.float32}
