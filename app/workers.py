@@ -18,9 +18,8 @@ work keeps preempting one of them. So:
 - With `nice` > 0 (`DECONVSEG_WORKER_NICE`) the inference threads run that many steps below
   the rest of the process (Linux: nice is per thread, and the OpenMP team a worker starts
   inherits it), so that the event loop's and the I/O threads' short work comes first on a
-  contended core. Under a flood (`python -m bench.flood`) nice 5 took the 503s' p99 from
-  41–50 to 33–39 ms at the same goodput; at 1–4 clients it also gave two p99 outliers (572 and
-  196 ms) in six runs, which nice 0 never did, so it is off by default.
+  contended core. Under a flood (`python -m bench.flood`) nice 5 lowers the 503s' p99 by
+  ~10 ms but can cost goodput (README, "Reliability"), so it is off by default.
 
 Masks are the same at any thread count (tested).
 """
