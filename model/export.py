@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from model.net import UpBlock
+from model.net import FullResolutionUp, UpBlock
 
 OPSET = 18
 INPUT = "image"
@@ -59,7 +59,7 @@ class CroppedConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is None:
             return super().forward(x)
-        padding = cast(tuple[int, ...], self.padding)  # (1, 1): UpBlock sets it numerically
+        padding = cast(tuple[int, ...], self.padding)  # (1, 1): the up blocks set it numerically
         y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, padding,
                                output_padding=1, groups=self.groups, dilation=self.dilation)
         height, width = output_size[-2:]
@@ -84,7 +84,7 @@ def shape_generic(model: nn.Module) -> nn.Module:
     # derive impossible size bounds ("derived min value of 16*height - 11").
     model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
     for block in model.modules():
-        if isinstance(block, UpBlock):
+        if isinstance(block, UpBlock | FullResolutionUp):
             block.up.__class__ = CroppedConvTranspose2d
     return model
 

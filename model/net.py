@@ -17,6 +17,11 @@ depthwise 3×3 + pointwise 1×1 pair (MobileNet's ~k²× saving); `decoder_conv`
 the decoder's fuse convs; `fusion="add"` adds the upsampled map to the skip instead of
 concatenating them, which halves the fuse conv's input; `up_conv="grouped"` splits each
 transposed conv into gcd(in, out) groups. `convs_per_stage` may name each stage's depth.
+`stem_stride=2` runs the whole encoder–decoder from half resolution: the stem is a stride-2
+conv, and a last `ConvTranspose2d(k=3, s=2, p=1, output_size=input)` (+BN+ReLU) brings the
+features back to the input's H×W for the 1×1 head. The full-resolution stage, the most
+expensive per channel, then costs one transposed conv and the head; each output pixel's phase
+(even/odd row and column) still gets its own learned taps, as in a pixel shuffle.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class NetConfig:
     decoder_conv: str = "dense"  # dense | separable (the fuse convs)
     fusion: str = "concat"  # concat | add (upsampled map and skip)
     up_conv: str = "dense"  # dense | grouped (gcd(in, out) groups)
+    stem_stride: int = 1  # 1 | 2 (the network runs from half resolution; see the docstring)
 
     def __post_init__(self) -> None:
         self.widths = [int(w) for w in self.widths]
@@ -56,6 +62,8 @@ class NetConfig:
             if len(self.convs_per_stage) != len(self.widths):
                 raise ValueError(f"convs_per_stage names {len(self.convs_per_stage)} stages; "
                                  f"widths has {len(self.widths)}")
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride={self.stem_stride!r}; use 1 or 2")
         if min(self.stage_depths()) < 1:
             raise ValueError("convs_per_stage must be ≥ 1")
         for name, allowed in (("encoder_conv", CONVS), ("decoder_conv", CONVS),
@@ -105,13 +113,13 @@ class Encoder(nn.Module):
     """Stage i runs at 1/2^i resolution with widths[i] channels; returns every stage's output."""
 
     def __init__(self, in_channels: int, widths: list[int], depths: list[int],
-                 conv: str = "dense") -> None:
+                 conv: str = "dense", stem_stride: int = 1) -> None:
         super().__init__()
         stages = []
         prev = in_channels
         for i, (w, depth) in enumerate(zip(widths, depths, strict=True)):
             first = "dense" if i == 0 else conv  # the stem sees only RGB: depthwise gains nothing
-            layers = [conv_block(first, prev, w, stride=1 if i == 0 else 2)]
+            layers = [conv_block(first, prev, w, stride=stem_stride if i == 0 else 2)]
             layers += [conv_block(conv, w, w) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*layers))
             prev = w
@@ -181,6 +189,22 @@ class Decoder(nn.Module):
         return x
 
 
+class FullResolutionUp(nn.Module):
+    """The last ×2 of a `stem_stride=2` network: ConvTranspose2d (bilinear-initialised) to the
+    input's exact H×W, then BN+ReLU; there is no skip at full resolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(channels, channels, kernel_size=3, stride=2, padding=1,
+                                     bias=False)
+        with torch.no_grad():
+            self.up.weight.copy_(bilinear_upsample_weight(channels, channels))
+        self.norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
+        return self.norm(self.up(x, output_size=size))
+
+
 class DeconvNet(nn.Module):
     """Logits (B, num_classes, H, W) for images (B, in_channels, H, W), any H, W ≥ 1."""
 
@@ -189,15 +213,19 @@ class DeconvNet(nn.Module):
         self.config = config
         self.in_channels = config.in_channels
         self.encoder = Encoder(config.in_channels, config.widths, config.stage_depths(),
-                               config.encoder_conv)
+                               config.encoder_conv, config.stem_stride)
         self.decoder = Decoder(config.widths, config.decoder_conv, config.fusion, config.up_conv)
+        self.full = FullResolutionUp(config.widths[0]) if config.stem_stride == 2 else None
         self.head = nn.Conv2d(config.widths[0], config.num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError("expected images shaped (B, " + str(self.in_channels)
                              + ", H, W), got " + str(list(x.shape)))
-        return self.head(self.decoder(self.encoder(x)))
+        features = self.decoder(self.encoder(x))
+        if self.full is not None:
+            features = self.full(features, x.shape[-2:])
+        return self.head(features)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -227,6 +255,7 @@ def add_architecture_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-conv", choices=CONVS, default=default.decoder_conv)
     parser.add_argument("--fusion", choices=FUSIONS, default=default.fusion)
     parser.add_argument("--up-conv", choices=UP_CONVS, default=default.up_conv)
+    parser.add_argument("--stem-stride", type=int, choices=(1, 2), default=default.stem_stride)
 
 
 def architecture_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,7 +263,7 @@ def architecture_options(args: argparse.Namespace) -> dict[str, Any]:
     depths = args.convs_per_stage
     return {"widths": args.widths, "convs_per_stage": depths[0] if len(depths) == 1 else depths,
             "encoder_conv": args.encoder_conv, "decoder_conv": args.decoder_conv,
-            "fusion": args.fusion, "up_conv": args.up_conv}
+            "fusion": args.fusion, "up_conv": args.up_conv, "stem_stride": args.stem_stride}
 
 
 def main() -> None:

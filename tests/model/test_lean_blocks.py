@@ -24,6 +24,7 @@ LEAN = NetConfig(num_classes=3, widths=[4, 8, 12], convs_per_stage=[1, 2, 2],
                  up_conv="grouped")
 LEAN_CONCAT = NetConfig(num_classes=3, widths=[6, 8, 12], encoder_conv="separable",
                         decoder_conv="separable", up_conv="grouped")
+HALF = NetConfig(num_classes=3, widths=[4, 8, 12], stem_stride=2)
 
 
 def trained_mode_model(config: NetConfig) -> DeconvNet:
@@ -57,7 +58,7 @@ def conv_flops_by_hand(model: nn.Module, height: int, width: int) -> int:
     return total
 
 
-@pytest.mark.parametrize("config", [LEAN, LEAN_CONCAT], ids=["add", "concat"])
+@pytest.mark.parametrize("config", [LEAN, LEAN_CONCAT, HALF], ids=["add", "concat", "half"])
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 600), (33, 17), (65, 65)],
                          ids=lambda s: f"{s[0]}x{s[1]}")
 def test_lean_output_size_equals_input_size(config, size):
@@ -88,6 +89,30 @@ def test_every_encoder_conv_but_the_stem_is_separable():
     assert not isinstance(blocks[0], SeparableConvBNReLU)
     assert all(isinstance(b, SeparableConvBNReLU) for b in blocks[1:])
     assert len(blocks) == sum(LEAN.stage_depths())
+
+
+def test_half_resolution_stem_runs_the_trunk_at_half_size_and_quarters_its_flops():
+    seen = []
+    full, half = DeconvNet(NetConfig(widths=[16, 32, 64])), DeconvNet(
+        NetConfig(widths=[16, 32, 64], stem_stride=2))
+    half.encoder.stages[0].register_forward_hook(lambda m, i, out: seen.append(out.shape))
+    with torch.no_grad():
+        assert half.eval()(torch.zeros(1, 3, 64, 48)).shape[-2:] == (64, 48)
+    assert seen == [(1, 16, 32, 24)]
+    assert count_flops(half, 64, 64) == conv_flops_by_hand(half, 64, 64)
+    assert count_flops(half, 64, 64) < count_flops(full, 64, 64) / 3
+
+
+def test_half_resolution_up_starts_as_bilinear_upsampler():
+    model = DeconvNet(HALF)
+    out = model.full.up(torch.ones(1, 4, 5, 5), output_size=(10, 10))
+    interior = out[..., :-1, :-1]  # the last row/column sees only half a kernel
+    torch.testing.assert_close(interior, torch.ones_like(interior))
+
+
+def test_stem_stride_is_one_or_two():
+    with pytest.raises(ValueError, match="stem_stride=4; use 1 or 2"):
+        NetConfig(stem_stride=4)
 
 
 def test_grouped_transposed_conv_starts_as_bilinear_upsampler():
@@ -133,17 +158,19 @@ def test_lean_checkpoint_round_trips_its_config(tmp_path):
         assert torch.equal(ckpt.model(x), model(x))
 
 
+@pytest.mark.parametrize("config", [LEAN, HALF], ids=["lean", "half"])
 @pytest.mark.parametrize("size", [(1, 1), (9, 31), (64, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
-def test_frozen_torchscript_of_a_lean_model_equals_eager(size):
-    model = trained_mode_model(LEAN)
+def test_frozen_torchscript_of_a_lean_model_equals_eager(config, size):
+    model = trained_mode_model(config)
     frozen = freeze_torchscript(model, torch.float32)
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         torch.testing.assert_close(frozen(x), model(x), atol=1e-5, rtol=1e-4)
 
 
-def test_onnx_export_of_a_lean_model_serves_any_size(tmp_path):
-    model = trained_mode_model(LEAN)
+@pytest.mark.parametrize("config", [LEAN, HALF], ids=["lean", "half"])
+def test_onnx_export_of_a_lean_model_serves_any_size(tmp_path, config):
+    model = trained_mode_model(config)
     payload = checkpoint_dict(model, ["background", "a", "b"], default_palette(3), [0.5] * 3,
                               [0.25] * 3, train_size=64, object_scale=[])
     save_checkpoint(tmp_path / "lean.pt", payload)
