@@ -152,7 +152,7 @@ def train_one_epoch(
                 break
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = model(images.contiguous(memory_format=torch.channels_last))
-        loss = segmentation_loss(logits.float(), target)
+        loss = segmentation_loss(logits.float(), target, cfg.dice)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip_grad_norm > 0:

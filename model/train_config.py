@@ -29,6 +29,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     clip_grad_norm: float = 0.0
+    dice: float = 0.0
     warmup_steps: int = 200
     widths: list[int] = dataclasses.field(default_factory=lambda: NetConfig().widths)
     net: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -96,6 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="AdamW decay, on conv and linear weights only (not norms or biases)")
     p.add_argument("--clip-grad-norm", type=float, default=d.clip_grad_norm,
                    help="clip the gradients' global norm to this (0: off)")
+    p.add_argument("--dice", type=float, default=d.dice,
+                   help="weight of a soft Dice term beside cross-entropy (0: off)")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--widths", type=int, nargs="+", default=d.widths)
     p.add_argument("--net", type=net_option, nargs="*", default=[], metavar="KEY=VALUE",

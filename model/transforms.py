@@ -198,17 +198,42 @@ class SegMixUp(_BatchMix):
         return mixed_images, mixed_targets, lam
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for hard (B, H, W) targets with ignore index, or soft (B, C, H, W) targets.
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor,
+                      dice_weight: float = 0.0) -> torch.Tensor:
+    """Cross-entropy for hard (B, H, W) targets with ignore index, or soft (B, C, H, W) targets,
+    plus `dice_weight` × `dice_loss`.
 
     Soft targets: per-pixel −Σ t·log p, averaged over pixels whose target sums to > 0.
     """
     if target.dtype == torch.long:
-        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
-    if target.shape != logits.shape:
-        raise ValueError(
-            f"soft targets {tuple(target.shape)} must match logits {tuple(logits.shape)}"
-        )
-    per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(1)  # (B, H, W)
-    valid = target.sum(1) > 0
-    return per_pixel[valid].sum() / valid.sum().clamp(min=1)
+        loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    else:
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"soft targets {tuple(target.shape)} must match logits {tuple(logits.shape)}"
+            )
+        per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(1)  # (B, H, W)
+        valid = target.sum(1) > 0
+        loss = per_pixel[valid].sum() / valid.sum().clamp(min=1)
+    if dice_weight:
+        loss = loss + dice_weight * dice_loss(logits, target)
+    return loss
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 − the soft Dice score, averaged over classes, each class's counted over the batch.
+
+    Cross-entropy weighs every pixel alike, so a class's few boundary pixels cost it little;
+    Dice, 2·|P∩T| / (|P| + |T|) with the softmax as P, is an overlap ratio per class like the
+    IoU it is evaluated by (V-Net; nnU-Net trains with both). Ignored pixels (hard targets 255,
+    soft targets summing to 0) are left out of both sums; `smooth` keeps a class absent from
+    the batch and predicted nowhere at a score of 1.
+    """
+    if target.dtype == torch.long:
+        target = one_hot_targets(target, logits.shape[1])
+    valid = (target.sum(1, keepdim=True) > 0).to(logits.dtype)  # (B, 1, H, W)
+    probs = logits.softmax(1) * valid
+    dims = (0, 2, 3)
+    overlap = (probs * target).sum(dims)
+    sizes = probs.sum(dims) + target.sum(dims)
+    return 1 - ((2 * overlap + smooth) / (sizes + smooth)).mean()

@@ -111,6 +111,18 @@ def test_clipping_the_gradient_norm_holds_the_step_back(tmp_path):
     assert (clipped - start).abs().max() < 0.1 * (free - start).abs().max()
 
 
+def test_the_dice_weight_reaches_the_loss(tmp_path):
+    def weights_after(dice: str):
+        out = f"dice{dice}.pt"
+        train.main(tiny_args(tmp_path, out, "--epochs", "1", "--dice", dice))
+        ckpt = load_checkpoint(tmp_path / out)
+        assert ckpt.training["config"]["dice"] == float(dice)
+        return ckpt.model.head.weight.detach()
+
+    assert torch.equal(weights_after("0"), weights_after("0.0"))  # the run itself repeats
+    assert not torch.equal(weights_after("0"), weights_after("1"))
+
+
 def test_the_run_config_is_saved_in_the_checkpoint(tmp_path):
     train.main(tiny_args(tmp_path, "m.pt", "--clip-grad-norm", "2.5"))
     config = load_checkpoint(tmp_path / "m.pt").training["config"]

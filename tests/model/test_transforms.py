@@ -14,6 +14,7 @@ from model.transforms import (
     Preprocess,
     SegCutMix,
     SegMixUp,
+    dice_loss,
     eval_transforms,
     one_hot_targets,
     preprocess,
@@ -68,6 +69,42 @@ def test_soft_loss_equals_hard_loss_for_one_hot_targets():
     soft = segmentation_loss(logits, one_hot_targets(masks, 4))
     torch.testing.assert_close(soft, hard)
     torch.testing.assert_close(hard, F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX))
+
+
+def dice_by_hand(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """1 − mean over classes of (2·Σ p·t + 1) / (Σ p + Σ t + 1), ignored pixels dropped."""
+    keep = masks != IGNORE_INDEX
+    scores = []
+    for c in range(probs.shape[1]):
+        p, t = probs[:, c][keep], (masks[keep] == c).float()
+        scores.append((2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1))
+    return 1 - torch.stack(scores).mean()
+
+
+def test_dice_loss_is_one_minus_the_mean_soft_dice_over_classes_without_ignored_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 5)
+    masks = torch.randint(0, 4, (2, 6, 5))
+    masks[1, :2] = IGNORE_INDEX
+    expected = dice_by_hand(logits.softmax(1), masks)
+    torch.testing.assert_close(dice_loss(logits, masks), expected)
+    torch.testing.assert_close(dice_loss(logits, one_hot_targets(masks, 4)), expected)
+
+
+def test_dice_loss_is_near_zero_for_a_confident_right_answer_and_large_for_a_wrong_one():
+    masks = torch.randint(0, 3, (2, 8, 8))
+    right = one_hot_targets(masks, 3) * 40.0
+    wrong = one_hot_targets((masks + 1) % 3, 3) * 40.0
+    assert dice_loss(right, masks) < 1e-6
+    assert dice_loss(wrong, masks) > 0.95
+
+
+def test_dice_weight_adds_the_dice_term_to_cross_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 5)
+    masks = torch.randint(0, 4, (2, 5, 5))
+    torch.testing.assert_close(segmentation_loss(logits, masks, dice_weight=0.5),
+                               segmentation_loss(logits, masks) + 0.5 * dice_loss(logits, masks))
 
 
 def test_train_transforms_keep_mask_aligned_and_pad_with_ignore():
