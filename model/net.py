@@ -21,7 +21,10 @@ transposed conv into gcd(in, out) groups. `convs_per_stage` may name each stage'
 conv, and a last `ConvTranspose2d(k=3, s=2, p=1, output_size=input)` (+BN+ReLU) brings the
 features back to the input's H×W for the 1×1 head. The full-resolution stage, the most
 expensive per channel, then costs one transposed conv and the head; each output pixel's phase
-(even/odd row and column) still gets its own learned taps, as in a pixel shuffle.
+(even/odd row and column) still gets its own learned taps, as in a pixel shuffle. With
+`full_skip=True` that last step is an `UpBlock` like the others, whose skip is one 3×3 conv of
+the input at full resolution (added, then one fuse conv): the image's own edges for the
+boundaries, at a fraction of a full-resolution stage.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class NetConfig:
     fusion: str = "concat"  # concat | add (upsampled map and skip)
     up_conv: str = "dense"  # dense | grouped (gcd(in, out) groups)
     stem_stride: int = 1  # 1 | 2 (the network runs from half resolution; see the docstring)
+    full_skip: bool = False  # stem_stride=2: a full-resolution skip from the input
 
     def __post_init__(self) -> None:
         self.widths = [int(w) for w in self.widths]
@@ -64,6 +68,9 @@ class NetConfig:
                                  f"widths has {len(self.widths)}")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride={self.stem_stride!r}; use 1 or 2")
+        if self.full_skip and self.stem_stride != 2:
+            raise ValueError("full_skip needs stem_stride=2 (at stride 1 the encoder's first "
+                             "stage is the full-resolution skip)")
         if min(self.stage_depths()) < 1:
             raise ValueError("convs_per_stage must be ≥ 1")
         for name, allowed in (("encoder_conv", CONVS), ("decoder_conv", CONVS),
@@ -201,8 +208,22 @@ class FullResolutionUp(nn.Module):
             self.up.weight.copy_(bilinear_upsample_weight(channels, channels))
         self.norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
-    def forward(self, x: torch.Tensor, size: list[int]) -> torch.Tensor:
-        return self.norm(self.up(x, output_size=size))
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.up(x, output_size=image.shape[-2:]))
+
+
+class FullResolutionSkip(nn.Module):
+    """The last ×2 of a `stem_stride=2, full_skip=True` network: an `UpBlock` (add fusion)
+    whose skip is a 3×3 conv of the input image at full resolution."""
+
+    def __init__(self, in_channels: int, channels: int, conv: str = "dense",
+                 up_conv: str = "dense") -> None:
+        super().__init__()
+        self.stem = ConvBNReLU(in_channels, channels)
+        self.block = UpBlock(channels, channels, channels, conv, "add", up_conv)
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.block(x, self.stem(image))
 
 
 class DeconvNet(nn.Module):
@@ -215,7 +236,12 @@ class DeconvNet(nn.Module):
         self.encoder = Encoder(config.in_channels, config.widths, config.stage_depths(),
                                config.encoder_conv, config.stem_stride)
         self.decoder = Decoder(config.widths, config.decoder_conv, config.fusion, config.up_conv)
-        self.full = FullResolutionUp(config.widths[0]) if config.stem_stride == 2 else None
+        self.full: FullResolutionUp | FullResolutionSkip | None = None
+        if config.full_skip:
+            self.full = FullResolutionSkip(config.in_channels, config.widths[0],
+                                           config.decoder_conv, config.up_conv)
+        elif config.stem_stride == 2:
+            self.full = FullResolutionUp(config.widths[0])
         self.head = nn.Conv2d(config.widths[0], config.num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,7 +250,7 @@ class DeconvNet(nn.Module):
                              + ", H, W), got " + str(list(x.shape)))
         features = self.decoder(self.encoder(x))
         if self.full is not None:
-            features = self.full(features, x.shape[-2:])
+            features = self.full(features, x)
         return self.head(features)
 
 
@@ -256,6 +282,8 @@ def add_architecture_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", choices=FUSIONS, default=default.fusion)
     parser.add_argument("--up-conv", choices=UP_CONVS, default=default.up_conv)
     parser.add_argument("--stem-stride", type=int, choices=(1, 2), default=default.stem_stride)
+    parser.add_argument("--full-skip", action="store_true",
+                        help="with --stem-stride 2: a full-resolution skip from the input")
 
 
 def architecture_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -263,7 +291,8 @@ def architecture_options(args: argparse.Namespace) -> dict[str, Any]:
     depths = args.convs_per_stage
     return {"widths": args.widths, "convs_per_stage": depths[0] if len(depths) == 1 else depths,
             "encoder_conv": args.encoder_conv, "decoder_conv": args.decoder_conv,
-            "fusion": args.fusion, "up_conv": args.up_conv, "stem_stride": args.stem_stride}
+            "fusion": args.fusion, "up_conv": args.up_conv, "stem_stride": args.stem_stride,
+            "full_skip": args.full_skip}
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ LEAN = NetConfig(num_classes=3, widths=[4, 8, 12], convs_per_stage=[1, 2, 2],
 LEAN_CONCAT = NetConfig(num_classes=3, widths=[6, 8, 12], encoder_conv="separable",
                         decoder_conv="separable", up_conv="grouped")
 HALF = NetConfig(num_classes=3, widths=[4, 8, 12], stem_stride=2)
+HALF_SKIP = NetConfig(num_classes=3, widths=[4, 8, 12], stem_stride=2, full_skip=True)
 
 
 def trained_mode_model(config: NetConfig) -> DeconvNet:
@@ -58,7 +59,8 @@ def conv_flops_by_hand(model: nn.Module, height: int, width: int) -> int:
     return total
 
 
-@pytest.mark.parametrize("config", [LEAN, LEAN_CONCAT, HALF], ids=["add", "concat", "half"])
+@pytest.mark.parametrize("config", [LEAN, LEAN_CONCAT, HALF, HALF_SKIP],
+                         ids=["add", "concat", "half", "half+skip"])
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 600), (33, 17), (65, 65)],
                          ids=lambda s: f"{s[0]}x{s[1]}")
 def test_lean_output_size_equals_input_size(config, size):
@@ -115,6 +117,21 @@ def test_stem_stride_is_one_or_two():
         NetConfig(stem_stride=4)
 
 
+def test_a_full_resolution_skip_needs_the_half_resolution_stem():
+    with pytest.raises(ValueError, match="full_skip needs stem_stride=2"):
+        NetConfig(full_skip=True)
+
+
+def test_the_full_resolution_skip_sees_the_input_at_full_size():
+    seen = []
+    model = DeconvNet(HALF_SKIP).eval()
+    model.full.stem.register_forward_hook(lambda m, i, out: seen.append(out.shape))
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 33, 20)).shape == (1, 3, 33, 20)
+    assert seen == [(1, 4, 33, 20)]
+    assert count_flops(model, 33, 20) == conv_flops_by_hand(model, 33, 20)
+
+
 def test_grouped_transposed_conv_starts_as_bilinear_upsampler():
     up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, groups=4, bias=False)
     with torch.no_grad():
@@ -158,7 +175,7 @@ def test_lean_checkpoint_round_trips_its_config(tmp_path):
         assert torch.equal(ckpt.model(x), model(x))
 
 
-@pytest.mark.parametrize("config", [LEAN, HALF], ids=["lean", "half"])
+@pytest.mark.parametrize("config", [LEAN, HALF, HALF_SKIP], ids=["lean", "half", "half+skip"])
 @pytest.mark.parametrize("size", [(1, 1), (9, 31), (64, 48)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_frozen_torchscript_of_a_lean_model_equals_eager(config, size):
     model = trained_mode_model(config)
@@ -168,7 +185,7 @@ def test_frozen_torchscript_of_a_lean_model_equals_eager(config, size):
         torch.testing.assert_close(frozen(x), model(x), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("config", [LEAN, HALF], ids=["lean", "half"])
+@pytest.mark.parametrize("config", [LEAN, HALF, HALF_SKIP], ids=["lean", "half", "half+skip"])
 def test_onnx_export_of_a_lean_model_serves_any_size(tmp_path, config):
     model = trained_mode_model(config)
     payload = checkpoint_dict(model, ["background", "a", "b"], default_palette(3), [0.5] * 3,
