@@ -205,18 +205,19 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor,
 
     Soft targets: per-pixel −Σ t·log p, averaged over pixels whose target sums to > 0.
     """
+    log_probs = F.log_softmax(logits, dim=1)
     if target.dtype == torch.long:
-        loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+        loss = F.nll_loss(log_probs, target, ignore_index=IGNORE_INDEX)
     else:
         if target.shape != logits.shape:
             raise ValueError(
                 f"soft targets {tuple(target.shape)} must match logits {tuple(logits.shape)}"
             )
-        per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(1)  # (B, H, W)
+        per_pixel = -(target * log_probs).sum(1)  # (B, H, W)
         valid = target.sum(1) > 0
         loss = per_pixel[valid].sum() / valid.sum().clamp(min=1)
     if dice_weight:
-        loss = loss + dice_weight * dice_loss(logits, target)
+        loss = loss + dice_weight * _dice(log_probs.exp(), target)
     return loss
 
 
@@ -229,11 +230,22 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
     soft targets summing to 0) are left out of both sums; `smooth` keeps a class absent from
     the batch and predicted nowhere at a score of 1.
     """
-    if target.dtype == torch.long:
-        target = one_hot_targets(target, logits.shape[1])
-    valid = (target.sum(1, keepdim=True) > 0).to(logits.dtype)  # (B, 1, H, W)
-    probs = logits.softmax(1) * valid
-    dims = (0, 2, 3)
-    overlap = (probs * target).sum(dims)
-    sizes = probs.sum(dims) + target.sum(dims)
-    return 1 - ((2 * overlap + smooth) / (sizes + smooth)).mean()
+    return _dice(logits.softmax(1), target, smooth)
+
+
+def _dice(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    num_classes = probs.shape[1]
+    if target.dtype == torch.long:  # sums by class index: no (B, C, H, W) one-hot is built
+        valid = target != IGNORE_INDEX
+        index = torch.where(valid, target, 0)
+        picked = probs.gather(1, index[:, None])[:, 0] * valid  # (B, H, W): p of the true class
+        overlap = probs.new_zeros(num_classes).index_add(0, index.flatten(), picked.flatten())
+        target_sizes = torch.bincount(index.flatten(), weights=valid.flatten().to(probs.dtype),
+                                      minlength=num_classes)
+        prob_sizes = (probs * valid[:, None]).sum((0, 2, 3))
+    else:
+        valid = target.sum(1, keepdim=True) > 0
+        overlap = (probs * target).sum((0, 2, 3))
+        target_sizes = target.sum((0, 2, 3))
+        prob_sizes = (probs * valid).sum((0, 2, 3))
+    return 1 - ((2 * overlap + smooth) / (prob_sizes + target_sizes + smooth)).mean()
