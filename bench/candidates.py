@@ -10,6 +10,7 @@ last, a JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from model.transforms import eval_transforms
 def architecture(config: NetConfig) -> str:
     """The options that differ from NetConfig's defaults (the first shipped network)."""
     default = NetConfig(num_classes=config.num_classes)
-    names = ["widths", "convs_per_stage", "encoder_conv", "decoder_conv", "fusion", "up_conv"]
+    names = [f.name for f in dataclasses.fields(NetConfig)
+             if f.name not in ("in_channels", "num_classes")]
     changed = [f"{n}={getattr(config, n)}" for n in names
                if getattr(config, n) != getattr(default, n) or n == "widths"]
     return ", ".join(changed)
