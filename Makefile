@@ -35,7 +35,8 @@ lint: $(DEV)
 
 # The command that trained weights/model.pt (see README, "Model card").
 train: install
-	$(PY) -m model.train --bf16 --epochs 24 --epoch-size 3072 --val-images 64 --out weights/model.pt
+	$(PY) -m model.train --bf16 --threads 1 --workers 1 --epochs 30 --epoch-size 6144 --val-images 64 \
+		--widths 16 32 64 96 128 --net stem_stride=2 --out weights/model.pt
 
 evaluate: install
 	$(PY) -m model.evaluate weights/model.pt --images 200

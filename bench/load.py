@@ -114,7 +114,8 @@ def served(checkpoint: str, env: dict[str, str], levels: list[int], requests: in
         stop(proc)
     batch: dict[str, float] = {}  # summed over the model/version labels
     for line in metrics.splitlines():
-        name = line.split("{")[0].split()[0] if line and not line.startswith("#") else ""
+        words = line.split("{")[0].split() if not line.startswith("#") else []
+        name = words[0] if words else ""  # blank and comment lines have none
         if name in ("deconvseg_batch_size_sum", "deconvseg_batch_size_count"):
             batch[name] = batch.get(name, 0.0) + float(line.split()[-1])
     mean = (batch["deconvseg_batch_size_sum"] / max(batch["deconvseg_batch_size_count"], 1)

@@ -146,7 +146,7 @@ def test_a_config_saved_before_the_lean_options_builds_the_original_network():
            "convs_per_stage": 2}
     model = DeconvNet(NetConfig(**old))
     assert NetConfig(**old) == NetConfig()
-    assert count_parameters(model) == 922_023  # the first shipped model (README's model card)
+    assert count_parameters(model) == 922_023  # the first model, shipped until 2026-12-06
     assert count_flops(model) == 4_318_035_968
 
 
