@@ -153,6 +153,17 @@ def bilinear_upsample_weight(in_channels: int, out_channels: int, groups: int = 
     return weight
 
 
+def bilinear_upsampler(in_channels: int, out_channels: int, groups: int = 1
+                       ) -> nn.ConvTranspose2d:
+    """The decoder's ×2: ConvTranspose2d(k=3, s=2, p=1), the shape inverse of the encoder's
+    stride-2 conv (call it with `output_size=`), starting as a bilinear upsampler."""
+    up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1,
+                            groups=groups, bias=False)
+    with torch.no_grad():
+        up.weight.copy_(bilinear_upsample_weight(in_channels, out_channels, groups))
+    return up
+
+
 class UpBlock(nn.Module):
     """×2 upsampling with ConvTranspose2d to the skip's exact size, concat (or add) the skip,
     then a 3×3 fuse."""
@@ -161,12 +172,7 @@ class UpBlock(nn.Module):
                  conv: str = "dense", fusion: str = "concat", up_conv: str = "dense") -> None:
         super().__init__()
         groups = math.gcd(in_channels, skip_channels) if up_conv == "grouped" else 1
-        self.up = nn.ConvTranspose2d(
-            in_channels, skip_channels, kernel_size=3, stride=2, padding=1, groups=groups,
-            bias=False
-        )
-        with torch.no_grad():
-            self.up.weight.copy_(bilinear_upsample_weight(in_channels, skip_channels, groups))
+        self.up = bilinear_upsampler(in_channels, skip_channels, groups)
         self.up_norm = nn.Sequential(nn.BatchNorm2d(skip_channels), nn.ReLU(inplace=True))
         self.add = fusion == "add"
         fused = skip_channels if self.add else 2 * skip_channels
@@ -202,10 +208,7 @@ class FullResolutionUp(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(channels, channels, kernel_size=3, stride=2, padding=1,
-                                     bias=False)
-        with torch.no_grad():
-            self.up.weight.copy_(bilinear_upsample_weight(channels, channels))
+        self.up = bilinear_upsampler(channels, channels)
         self.norm = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
