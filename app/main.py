@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth import ADMIN, API, KeyMiddleware, keys_as_configured
 from app.decode import configure_pillow
+from app.fastpath import SegmentFastPath
 from app.formats import ALLOWED_TEXT
 from app.inference import resolve_device
 from app.metrics import Metrics
@@ -79,9 +80,10 @@ def build_registry(settings: Settings, metrics: Metrics,
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None,
-               factory: VersionFactory = ModelVersion) -> FastAPI:
+               factory: VersionFactory = ModelVersion, fast_path: bool = True) -> FastAPI:
     """Build the app. A `registry` already prepared skips reading the repository at start-up
-    (`python -m app` reads it before binding, to fail fast)."""
+    (`python -m app` reads it before binding, to fail fast). `fast_path=False` leaves every
+    upload to FastAPI (`app.fastpath`; the tests compare the two)."""
     settings = settings or get_settings()
     registry = registry or build_registry(settings, Metrics(), factory)
     runtime = Runtime(settings, registry.metrics, registry.device)
@@ -131,6 +133,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     for router in routers:
         app.include_router(router)
     # Last added is outermost: CORS headers on every response, metrics see the 401s and 413s.
+    if fast_path:
+        app.add_middleware(SegmentFastPath, registry=registry, runtime=runtime)
     app.add_middleware(LoadShedMiddleware, check=runtime.admission.check,
                        paths=segment.UPLOAD_PATHS, route_of=segment.upload_route,
                        pace_s=settings.refusal_pace_ms / 1000)

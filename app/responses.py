@@ -71,10 +71,22 @@ async def send_error(send: Send, exc: errors.ServingError, path: str,
                     headers_of(exc), close)
 
 
+def error_response(exc: errors.ServingError, path: str) -> JSONResponse:
+    """A domain error as the response the app's handler gives it."""
+    return _json(status_of(exc), exc.code, exc.message, path, headers_of(exc))
+
+
+def unexpected_response(exc: Exception, path: str) -> JSONResponse:
+    """500 for a fault no handler expected, logged with its traceback."""
+    log.exception("unhandled error: %s", exc)
+    return _json(500, "internal_error", "the server failed to handle this request; it has "
+                                        "been logged", path)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.ServingError)
     async def _serving_error(request: Request, exc: errors.ServingError) -> JSONResponse:
-        return _json(status_of(exc), exc.code, exc.message, request.url.path, headers_of(exc))
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -97,6 +109,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", exc)
-        return _json(500, "internal_error", "the server failed to handle this request; it has "
-                                            "been logged", request.url.path)
+        return unexpected_response(exc, request.url.path)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import orjson
 from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import Response
+from starlette.types import Receive
 
 from app import encode, errors
 from app.auth import APIKey
@@ -83,12 +84,15 @@ INCLUDE_TEXT = (f"for format={', '.join(JSON_FORMATS)}: a comma-separated list o
                 "up to DECONVSEG_MAX_PROBABILITY_PIXELS; objects: each class's connected "
                 "components with a GeoJSON polygon)")
 _NAME = f"\\s*({'|'.join(INCLUDES)})?\\s*"
+INCLUDE_PATTERN = f"^{_NAME}(,{_NAME})*$"
 Include = Annotated[str | None, Query(description=INCLUDE_TEXT, examples=["confidence,objects"],
-                                      pattern=f"^{_NAME}(,{_NAME})*$")]
-MinArea = Annotated[int, Query(ge=1, description="objects: leave out components smaller than "
-                                                  "this many pixels")]
-Tolerance = Annotated[float, Query(ge=0, le=1000, description="objects: polygon simplification "
-                                   "in pixels (0: rings exactly 0.25 px inside the pixel edges)")]
+                                      pattern=INCLUDE_PATTERN)]
+MIN_AREA, MAX_TOLERANCE = 1, 1000  # the bounds of min_area and tolerance
+MinArea = Annotated[int, Query(ge=MIN_AREA, description="objects: leave out components smaller "
+                                                         "than this many pixels")]
+Tolerance = Annotated[float, Query(ge=0, le=MAX_TOLERANCE,
+                                   description="objects: polygon simplification in pixels (0: "
+                                               "rings exactly 0.25 px inside the pixel edges)")]
 RLEKind = Annotated[Literal["compressed", "uncompressed"],
                     Query(description="rle: pycocotools' compressed counts string, or the run "
                                       "list")]
@@ -128,15 +132,16 @@ def batch_limit_as_configured(openapi: dict[str, Any], max_files: int) -> dict[s
     return openapi
 
 
-async def _until_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`; if the client goes away first, cancel it so its images are dropped."""
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work`; if the client goes away first (ASGI `receive` says so after the body), cancel
+    it so its images are dropped."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.create_task(_until_disconnect(request))
+    watcher = asyncio.create_task(_until_disconnect(receive))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
@@ -163,14 +168,14 @@ def _batch_item(filename: str | None, outcome: dict[str, Any] | errors.ServingEr
     return {"filename": filename, "status": 200, "result": outcome}
 
 
-async def _segment(request: Request, name: str | None, number: int | None,
-                   file: UploadFile, registry: Registry, runtime: Runtime,
-                   output: Outputs) -> Response:
-    started = time.perf_counter()
-    data = await file.read()
+async def segment_upload(receive: Receive, name: str | None, number: int | None, data: bytes,
+                         started: float, registry: Registry, runtime: Runtime,
+                         output: Outputs) -> Response:
+    """One upload's bytes (read since `started`) through the model the path names: what every
+    single-image route answers, through FastAPI or the fast path (`app.fastpath`)."""
     with registry.lease(name, number) as version:
-        encoded, timings = await _unless_disconnected(
-            request, runtime.segment_and_encode(version, data, output, started))
+        encoded, timings = await unless_disconnected(
+            receive, runtime.segment_and_encode(version, data, output, started))
     timing = ", ".join(f"{stage};dur={ms}" for stage, ms in timings.items())
     headers = {"Server-Timing": timing, **model_headers(version)}
     if output.format in COMPRESSIBLE:  # the body may differ by Accept-Encoding: say so to caches
@@ -178,6 +183,13 @@ async def _segment(request: Request, name: str | None, number: int | None,
     if encoded.content_encoding:
         headers["Content-Encoding"] = encoded.content_encoding
     return Response(encoded.body, media_type=encoded.media_type, headers=headers)
+
+
+async def _segment(request: Request, name: str | None, number: int | None, file: UploadFile,
+                   registry: Registry, runtime: Runtime, output: Outputs) -> Response:
+    started = time.perf_counter()
+    return await segment_upload(request.receive, name, number, await file.read(), started,
+                                registry, runtime, output)
 
 
 async def _segment_batch(request: Request, name: str | None, number: int | None,
@@ -190,7 +202,7 @@ async def _segment_batch(request: Request, name: str | None, number: int | None,
     uploads = [(upload.filename, await upload.read()) for upload in files]
     with registry.lease(name, number) as version:
         async with runtime.admission.request():
-            outcomes = await _unless_disconnected(request, runtime.segment_batch(
+            outcomes = await unless_disconnected(request.receive, runtime.segment_batch(
                 version, [data for _, data in uploads], output, started))
             items = [_batch_item(filename, outcome)
                      for (filename, _), outcome in zip(uploads, outcomes, strict=True)]

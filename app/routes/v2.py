@@ -23,7 +23,7 @@ from app.decode import check_size
 from app.deps import RegistryDep, RuntimeDep, SettingsDep
 from app.pipeline import ModelVersion, Segmented
 from app.registry import Registry
-from app.routes.segment import _unless_disconnected, model_headers
+from app.routes.segment import model_headers, unless_disconnected
 from app.runtime import Runtime
 from app.schemas import V2InferRequest, error_responses, inline_schema
 from app.settings import Settings
@@ -166,7 +166,7 @@ async def _infer(request: Request, name: str, number: int | None, registry: Regi
                                   f"model returns {', '.join(OUTPUTS)}")
     with registry.lease(name, number) as version:
         async with runtime.admission.request():
-            segs = await _unless_disconnected(request, _segment_all(
+            segs = await unless_disconnected(request.receive, _segment_all(
                 runtime, version, images, started, probabilities=wanted != ["mask"]))
             tensors = await runtime.run_io(_output_tensors, segs, wanted)
         payload, headers = oip.encode_response(version.name, str(version.number), parsed,

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
-from starlette.requests import Request
 
 from app.errors import ClientGone
 from app.main import create_app
 from app.responses import status_of
-from app.routes.segment import UPLOAD_PATHS, _unless_disconnected, upload_route
+from app.routes.segment import UPLOAD_PATHS, unless_disconnected, upload_route
 from app.schemas import RLEResponse, SegmentResponse
 from tests.support.service import (
     coco_decode,
@@ -126,11 +125,9 @@ async def test_client_disconnect_cancels_the_work():
     async def receive():
         return {"type": "http.disconnect"}
 
-    request = Request({"type": "http", "method": "POST", "path": "/segment", "headers": []},
-                      receive)
     never = asyncio.get_running_loop().create_future()
     with pytest.raises(ClientGone) as info:
-        await _unless_disconnected(request, never)
+        await unless_disconnected(receive, never)
     assert status_of(info.value) == 499
     await asyncio.sleep(0)  # let the cancellation land
     assert never.cancelled()
