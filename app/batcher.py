@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.io_threads import settle as settle_future
 from app.lane import (
     BatcherStopped,
     BatchStats,
@@ -210,7 +211,7 @@ class Batcher:
             if item.abandoned:
                 continue  # counted as dropped by the front end
             if now > item.deadline:
-                item.loop.call_soon_threadsafe(_settle, item.future, None,
+                item.loop.call_soon_threadsafe(settle_future, item.future, None,
                                                DeadlineExceeded("deadline passed while queued"))
                 self.on_drop("deadline")
                 continue
@@ -239,7 +240,7 @@ class Batcher:
             with self._cond:
                 self._accepting = False
                 for item in [*batch, *self._pending]:  # the batch it died on, the queue
-                    item.loop.call_soon_threadsafe(_settle, item.future, None,
+                    item.loop.call_soon_threadsafe(settle_future, item.future, None,
                                                    BatcherStopped("inference worker died"))
                 self._pending.clear()
 
@@ -272,18 +273,9 @@ class Batcher:
         def answer() -> None:
             for item, out, err in zip(batch, outputs, errors, strict=True):
                 result = None if err else Result(out, item.started - item.enqueued, compute)
-                item.loop.call_soon_threadsafe(_settle, item.future, result, err)
+                item.loop.call_soon_threadsafe(settle_future, item.future, result, err)
 
         return answer
-
-
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def _nothing() -> None:

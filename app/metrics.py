@@ -6,6 +6,8 @@ template and status.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from app.batcher import BatchStats
@@ -44,8 +46,24 @@ class Metrics:
         self.loads = Counter("deconvseg_model_loads", "model version loads by outcome",
                              ["model", "outcome"], registry=r)
 
+        # Each label set's child, looked up once: `labels()` takes a lock and builds a key, on the
+        # event loop for every request. Label values are bounded (routes, statuses, models).
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def stage(self, model: str, version: int, stage: str, seconds: float) -> None:
-        self.stage_seconds.labels(model, str(version), stage).observe(seconds)
+        self._child(self.stage_seconds, model, str(version), stage).observe(seconds)
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        """One HTTP response: counted by route template and status, timed by route."""
+        self._child(self.requests, route, str(status)).inc()
+        self._child(self.request_seconds, route).observe(seconds)
 
     def batch_observer(self, model: str, version: int) -> BatchObserver:
         return BatchObserver(self, model, str(version))

@@ -147,5 +147,4 @@ class RequestMetricsMiddleware:
         finally:
             # The router records the matched route in the scope; unmatched paths share a label.
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
+            self.metrics.request(route, status, time.perf_counter() - t0)

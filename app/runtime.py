@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import cv2
@@ -18,6 +17,7 @@ from app import errors
 from app.admission import Admission
 from app.allocator import trim
 from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
+from app.io_threads import IOThreads
 from app.metrics import Metrics
 from app.pipeline import Encoded, Format, ModelVersion, Outputs, Segmented
 from app.settings import Settings
@@ -38,8 +38,8 @@ class Runtime:
                                on_idle=self._hand_back_memory)
         # Preprocessing is torch (torchvision); in I/O threads it computes single-threaded, so
         # only the inference workers run OpenMP teams (app/workers.py).
-        self.io = ThreadPoolExecutor(settings.resolved_io_threads, thread_name_prefix="io",
-                                     initializer=torch.set_num_threads, initargs=(1,))
+        self.io = IOThreads(settings.resolved_io_threads, "io",
+                            initializer=lambda: torch.set_num_threads(1))
         cv2.setNumThreads(1)  # OpenCV (app/objects.py) likewise: the I/O threads are the team
         # Every worker may hold a batch while `max_queue` more images wait.
         capacity = settings.max_queue + self.policy.workers * settings.max_batch_size
@@ -67,16 +67,16 @@ class Runtime:
         left = await self.admission.drained(timeout)
         if left:
             log.warning("%d responses still in flight after %g s; stopping anyway", left, timeout)
-        await asyncio.to_thread(self.io.shutdown, True)
+        await asyncio.to_thread(self.io.shutdown)
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+        return await self.io.run(fn, *args)
 
     async def segment(self, version: ModelVersion, data: bytes | np.ndarray, started: float,
                       keep_image: bool = False, probabilities: bool = False,
                       confidence: bool = False) -> Segmented:
         """decode → batch → predict for one admitted image."""
-        async with self.admission.image():
+        with self.admission.image():
             t0 = time.perf_counter()
             image, prepared = await self.run_io(version.decode, data, probabilities, confidence)
             decoded = time.perf_counter() - t0
@@ -108,7 +108,7 @@ class Runtime:
     async def segment_and_encode(self, version: ModelVersion, data: bytes, out: Outputs,
                                  started: float) -> tuple[Encoded, dict[str, float]]:
         """The whole pipeline for one image: the body and the stage timings (ms)."""
-        async with self.admission.request():
+        with self.admission.request():
             seg = await self._segment_for(version, data, out, started)
             encoded = await self.run_io(version.encode, seg, out)
         return encoded, seg.timings_ms

@@ -132,26 +132,30 @@ def batch_limit_as_configured(openapi: dict[str, Any], max_files: int) -> dict[s
     return openapi
 
 
-async def _until_disconnect(receive: Receive) -> None:
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task, gone: list[bool]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    gone.append(True)
+    task.cancel()
 
 
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
-    """Await `work`; if the client goes away first (ASGI `receive` says so after the body), cancel
-    it so its images are dropped."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.create_task(_until_disconnect(receive))
+    """Await `work`; if the client goes away first (ASGI `receive` says so after the body),
+    cancel it so its images are dropped, and raise ClientGone. The work runs in the caller's own
+    task, which a watcher cancels: one task per request, not two and an `asyncio.wait`."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone: list[bool] = []
+    watcher = asyncio.create_task(_cancel_on_disconnect(receive, task, gone))
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task not in done:
-            raise errors.ClientGone("client_closed_request", "the client closed the connection")
-        return task.result()
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:  # the disconnect, and nothing else, cancelled it
+            raise errors.ClientGone("client_closed_request",
+                                    "the client closed the connection") from None
+        raise
     finally:  # also when this handler itself is cancelled
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})  # its images are marked abandoned before we return
 
 
 def model_headers(version: ModelVersion) -> dict[str, str]:
@@ -201,7 +205,7 @@ async def _segment_batch(request: Request, name: str | None, number: int | None,
     started = time.perf_counter()
     uploads = [(upload.filename, await upload.read()) for upload in files]
     with registry.lease(name, number) as version:
-        async with runtime.admission.request():
+        with runtime.admission.request():
             outcomes = await unless_disconnected(request.receive, runtime.segment_batch(
                 version, [data for _, data in uploads], output, started))
             items = [_batch_item(filename, outcome)

@@ -165,7 +165,7 @@ async def _infer(request: Request, name: str, number: int | None, registry: Regi
         raise errors.InvalidInput("invalid_tensor", f"unknown output {unknown[0]!r}; this "
                                   f"model returns {', '.join(OUTPUTS)}")
     with registry.lease(name, number) as version:
-        async with runtime.admission.request():
+        with runtime.admission.request():
             segs = await unless_disconnected(request.receive, _segment_all(
                 runtime, version, images, started, probabilities=wanted != ["mask"]))
             tensors = await runtime.run_io(_output_tensors, segs, wanted)
