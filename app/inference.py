@@ -36,7 +36,13 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from model.checkpoint import Checkpoint, CheckpointError
-from model.tiling import Axis, sliding_window_logits, sliding_window_maps, top_probability
+from model.tiling import (
+    Axis,
+    class_mask,
+    sliding_window_logits,
+    sliding_window_maps,
+    top_probability,
+)
 from model.transforms import Preprocess, pixels_view
 
 log = logging.getLogger("deconvseg.inference")
@@ -227,7 +233,7 @@ class Segmenter:
         """(1, K, h, w) logits → (height, width) uint8 mask, resized to the upload before argmax,
         and with `confidence` the top probability × 255 as uint8."""
         logits = self._at_upload_size(logits, item)
-        mask = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+        mask = class_mask(logits[0]).cpu().numpy()
         return mask, top_probability(logits)[0].cpu().numpy() if confidence else None
 
     @staticmethod
@@ -261,7 +267,7 @@ class Segmenter:
             logits = (self._tiled_logits(item) if self.needs_tiling(item)
                       else self._forward(item.tensor[None]))
             logits = self._at_upload_size(logits, item)
-            mask = logits[0].argmax(0).to(torch.uint8).cpu().numpy()
+            mask = class_mask(logits[0]).cpu().numpy()
             return (mask, logits[0].softmax(0).half().cpu().numpy(),
                     top_probability(logits)[0].cpu().numpy())
 

@@ -24,6 +24,7 @@ from app.decode import decode_image
 from app.inference import InferenceOptions, Segmenter, resolve_backend
 from bench.timing import timed
 from model.checkpoint import load_checkpoint
+from model.tiling import class_mask
 from tests.support.server import scene_jpeg
 
 
@@ -44,7 +45,7 @@ def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
         ("prepare (a view of the pixels)", lambda: seg.prepare(image)),
         (f"forward (normalise + network, {seg.options.backend} {seg.options.engine}, "
          f"{torch.get_num_threads()} threads)", lambda: seg.forward(item.tensor[None])),
-        ("mask (argmax → uint8)", lambda: logits[0].argmax(0).to(torch.uint8).numpy()),
+        ("mask (argmax → uint8)", lambda: class_mask(logits[0]).numpy()),
         ("encode png", lambda: encode.mask_png(mask, ckpt.palette)),
         ("encode json (base64 png + areas)", lambda: json.dumps(
             {**doc, "mask": {"encoding": "png",

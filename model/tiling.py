@@ -108,10 +108,18 @@ def sliding_window_maps(model: Model, image: torch.Tensor, *, tile: int, overlap
     mask = torch.empty(height, width, dtype=torch.uint8)
     top = torch.empty(height, width, dtype=torch.uint8) if confidence else None
     for rows, cols, part in _owned_logits(model, image, tile, overlap, batch_size):
-        mask[rows, cols] = part.argmax(0).to(torch.uint8)
+        mask[rows, cols] = class_mask(part)
         if top is not None:
             top[rows, cols] = top_probability(part[None])[0]
     return mask, top
+
+
+def class_mask(scores: torch.Tensor) -> torch.Tensor:
+    """(K, h, w) class scores → (h, w) uint8 class indices, the first best class where tied (as
+    `argmax`). `max(0).indices` is the faster kernel on the network's channels-last logits: 0.29
+    against 0.50 ms for `argmax(0)` at 256² on 2 threads, same result (AMX machine,
+    2026-12-06; `python -m bench.stages` times this one)."""
+    return scores.max(0).indices.to(torch.uint8)
 
 
 def top_probability(logits: torch.Tensor) -> torch.Tensor:

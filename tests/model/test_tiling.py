@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from model.net import DeconvNet, NetConfig
-from model.tiling import Axis, sliding_window_logits, sliding_window_mask
+from model.tiling import Axis, class_mask, sliding_window_logits, sliding_window_mask
 
 
 class Identity(nn.Module):
@@ -111,3 +111,15 @@ def test_maps_compute_confidence_only_when_asked():
     assert torch.equal(mask, mask2) and top2 is not None
     expected = (x.softmax(1).amax(1)[0] * 255).round().to(torch.uint8)
     assert torch.equal(top2, expected)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_class_mask_is_the_argmax_with_ties_to_the_first_class(channels_last):
+    scores = torch.randn(1, 7, 33, 20)
+    scores[0, 2:5, :4] = 9.0  # three classes tied for the top in a corner
+    if channels_last:
+        scores = scores.contiguous(memory_format=torch.channels_last)
+    mask = class_mask(scores[0])
+    assert mask.dtype == torch.uint8
+    assert torch.equal(mask, scores[0].argmax(0).to(torch.uint8))
+    assert (mask[:4] == 2).all()
