@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from app.settings import TILE_OVERLAP, TILE_SIZE
 from model.checkpoint import Checkpoint, CheckpointError
 from model.tiling import (
     Axis,
@@ -104,8 +105,8 @@ class Served(torch.nn.Module):
 @dataclass(frozen=True)
 class InferenceOptions:
     resolution: str = "native"  # native | resize (long side → the checkpoint's train_size)
-    tile_size: int = 512
-    tile_overlap: int = 64
+    tile_size: int = TILE_SIZE
+    tile_overlap: int = TILE_OVERLAP
     tile_batch_size: int = 4
     stacked: bool = False  # one forward per batch (True) or per image (False)
     backend: str = "fp32"  # fp32 | bf16

@@ -247,7 +247,7 @@ class ModelCard(BaseModel):
         "palette": [[0, 0, 0], [230, 25, 75]],
         "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "input_policy": {"formats": ["JPEG", "PNG", "WEBP", "BMP", "GIF"],
-                         "resolution": "native", "tile_size": 512, "tile_overlap": 64,
+                         "resolution": "native", "tile_size": 768, "tile_overlap": 64,
                          "max_upload_bytes": 20971520, "max_pixels": 40000000},
         "train_size": 256, "object_scale": [0.08, 0.3], "metrics": {"val_miou": 0.81},
         "training": {"epochs": 16}, "architecture": {"widths": [16, 32, 64, 96, 128]},

@@ -75,7 +75,7 @@ def random_image(height: int, width: int) -> np.ndarray:
                                                           dtype=np.uint8)
 
 
-@pytest.mark.parametrize("size", [(1, 1), (7, 600), (257, 255), (640, 480)])  # > 512: tiled
+@pytest.mark.parametrize("size", [(1, 1), (7, 900), (257, 255), (800, 480)])  # > 768: tiled
 def test_onnxruntime_masks_equal_eager_fp32_masks_at_any_size(tiny, onnxruntime_segmenter, size):
     eager = Segmenter(tiny, InferenceOptions(backend="fp32"), CPU)
     item = eager.prepare(random_image(*size))

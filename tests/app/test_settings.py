@@ -16,7 +16,7 @@ def test_defaults_match_the_documented_ones(monkeypatch):
     s = Settings()
     assert str(s.checkpoint) == "weights/model.pt" and s.port == 8000 and s.host == "127.0.0.1"
     assert s.device == "auto" and s.resolution == "native" and s.api_key is None
-    assert (s.tile_size, s.tile_overlap) == (512, 64) and s.cors_origins == []
+    assert (s.tile_size, s.tile_overlap) == (768, 64) and s.cors_origins == []
 
 
 @pytest.mark.parametrize("name,value", [
