@@ -133,6 +133,44 @@ async def test_client_disconnect_cancels_the_work():
     assert never.cancelled()
 
 
+async def test_a_cancelled_handler_stays_cancelled_while_the_client_is_there():
+    """Shutdown cancelling the handler is not a disconnect: CancelledError goes on, and the
+    work's own code sees it (the batcher drops a queued image there)."""
+    listening = asyncio.Event()
+    seen = []
+
+    async def receive():
+        listening.set()
+        await asyncio.Event().wait()  # the client never leaves
+
+    async def work():
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    handler = asyncio.create_task(unless_disconnected(receive, work()))
+    await listening.wait()
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert seen == ["cancelled"]
+
+
+async def test_work_that_finishes_is_returned_and_leaves_no_watcher():
+    async def receive():
+        await asyncio.Event().wait()
+
+    async def work():
+        return 7
+
+    before = len(asyncio.all_tasks())
+    assert await unless_disconnected(receive, work()) == 7
+    await asyncio.sleep(0)  # the cancelled watcher finishes
+    assert len(asyncio.all_tasks()) == before
+
+
 @pytest.mark.parametrize(("path", "route"), [
     ("/segment", "/segment"), ("/segment/batch", "/segment/batch"),
     ("/models/roads/segment", "/models/{name}/segment"),
