@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 from python_multipart.multipart import parse_options_header
@@ -28,7 +28,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ServingError
 from app.middleware import RouteLabel
-from app.objects import DEFAULT_TOLERANCE
 from app.pipeline import Format, Outputs, accepts_gzip
 from app.registry import Registry
 from app.responses import error_response, unexpected_response
@@ -54,18 +53,11 @@ class Declined(Exception):
     """Not the plain case: FastAPI answers this request."""
 
 
-@dataclass(frozen=True)
-class Query:
-    format: Format = Format.json
-    include: str | None = None
-    min_area: int = 1
-    tolerance: float = DEFAULT_TOLERANCE
-    compressed_rle: bool = True
-
-
-def parse_query(query_string: bytes) -> Query:
-    """The route's query parameters, each at most once, in the plain form FastAPI would take
-    the same way (else Declined). Other parameters are ignored, as FastAPI ignores them."""
+def parse_query(query_string: bytes, accept_encoding: bytes | None = None) -> Outputs:
+    """What the route's query asks for, when each of its parameters comes at most once, in the
+    plain form FastAPI would read the same way, and `Outputs.parse` takes it; else Declined, and
+    FastAPI answers (its errors included). Other parameters are ignored, as FastAPI ignores
+    them."""
     seen: dict[str, str] = {}
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if key in ("format", "include", "min_area", "tolerance", "rle"):
@@ -83,8 +75,13 @@ def parse_query(query_string: bytes) -> Query:
             or (tolerance is not None and not (_DECIMAL.fullmatch(tolerance)
                                                and float(tolerance) <= MAX_TOLERANCE))):
         raise Declined
-    return Query(fmt, include, int(min_area),
-                 DEFAULT_TOLERANCE if tolerance is None else float(tolerance), rle)
+    options: dict[str, Any] = {} if tolerance is None else {"tolerance": float(tolerance)}
+    gzip = accepts_gzip(None if accept_encoding is None else accept_encoding.decode("latin-1"))
+    try:
+        return Outputs.parse(fmt, include, min_area=int(min_area), compressed_rle=rle, gzip=gzip,
+                             **options)
+    except ServingError:  # include= for a format it does not apply to: FastAPI says so
+        raise Declined from None
 
 
 def boundary_of(headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -145,8 +142,10 @@ class SegmentFastPath:
                    if scope["type"] == "http" and scope["method"] == "POST" else None)
         if matched is None:
             return await self.app(scope, receive, send)
+        accept = next((value for name, value in scope["headers"] if name == b"accept-encoding"),
+                      None)
         try:
-            query = parse_query(scope["query_string"])
+            outputs = parse_query(scope["query_string"], accept)
             boundary = boundary_of(scope["headers"])
         except Declined:
             return await self.app(scope, receive, send)
@@ -164,7 +163,6 @@ class SegmentFastPath:
         name = matched["name"] or matched["model"]
         number = int(matched["version"]) if matched["version"] else None
         try:
-            outputs = _outputs(query, scope["headers"])
             response = await segment_upload(receive, name, number, data, started,
                                             self.registry, self.runtime, outputs)
         except ServingError as exc:
@@ -172,13 +170,6 @@ class SegmentFastPath:
         except Exception as exc:  # noqa: BLE001 (the app's last-resort handler, as in FastAPI)
             response = unexpected_response(exc, path)
         await response(scope, receive, send)
-
-
-def _outputs(query: Query, headers: list[tuple[bytes, bytes]]) -> Outputs:
-    accept = next((value for name, value in headers if name == b"accept-encoding"), None)
-    return Outputs.parse(query.format, query.include, min_area=query.min_area,
-                         tolerance=query.tolerance, compressed_rle=query.compressed_rle,
-                         gzip=accepts_gzip(None if accept is None else accept.decode("latin-1")))
 
 
 async def _read_body(receive: Receive) -> tuple[list[bytes], Message]:

@@ -132,10 +132,9 @@ def batch_limit_as_configured(openapi: dict[str, Any], max_files: int) -> dict[s
     return openapi
 
 
-async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task, gone: list[bool]) -> None:
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-    gone.append(True)
     task.cancel()
 
 
@@ -145,12 +144,13 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     task, which a watcher cancels: one task per request, not two and an `asyncio.wait`."""
     task = asyncio.current_task()
     assert task is not None
-    gone: list[bool] = []
-    watcher = asyncio.create_task(_cancel_on_disconnect(receive, task, gone))
+    watcher = asyncio.create_task(_cancel_on_disconnect(receive, task))
     try:
         return await work
     except asyncio.CancelledError:
-        if gone and task.uncancel() == 0:  # the disconnect, and nothing else, cancelled it
+        # The watcher ends only by seeing the disconnect (it cancels the task as its last step)
+        # or by being cancelled in `finally`, after this.
+        if watcher.done() and task.uncancel() == 0:  # the disconnect, and nothing else
             raise errors.ClientGone("client_closed_request",
                                     "the client closed the connection") from None
         raise

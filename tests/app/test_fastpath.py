@@ -8,7 +8,6 @@ import pytest
 
 from app.fastpath import (
     Declined,
-    Query,
     SegmentFastPath,
     boundary_of,
     parse_query,
@@ -16,7 +15,7 @@ from app.fastpath import (
 )
 from app.main import create_app
 from app.objects import DEFAULT_TOLERANCE
-from app.pipeline import Format
+from app.pipeline import Format, Outputs
 from tests.support.service import image_bytes, make_settings, running_client
 
 BOUNDARY = b"b0undary"
@@ -33,22 +32,27 @@ FILE_PART = b'Content-Disposition: form-data; name="file"; filename="a.png"\r\n\
 
 
 @pytest.mark.parametrize(("query", "expected"), [
-    (b"", Query()),
-    (b"format=png", Query(format=Format.png)),
+    (b"", Outputs()),
+    (b"format=png", Outputs(format=Format.png)),
     (b"include=confidence,%20objects&min_area=5&tolerance=0.5&rle=uncompressed",
-     Query(Format.json, "confidence, objects", 5, 0.5, False)),
-    (b"foo=1&format=rle&bar", Query(format=Format.rle)),
-    (b"tolerance=1000", Query(tolerance=1000.0)),
+     Outputs(Format.json, frozenset({"confidence", "objects"}), 5, 0.5, False)),
+    (b"foo=1&format=rle&bar", Outputs(format=Format.rle)),
+    (b"tolerance=1000", Outputs(tolerance=1000.0)),
 ])
 def test_the_plain_query_forms_are_read(query, expected):
     assert parse_query(query) == expected
-    assert Query().tolerance == DEFAULT_TOLERANCE
+    assert Outputs().tolerance == DEFAULT_TOLERANCE
+
+
+def test_the_accepted_encoding_comes_with_the_query():
+    assert parse_query(b"format=npy", b"gzip, br") == Outputs(Format.npy, gzip=True)
+    assert parse_query(b"", b"gzip;q=0") == Outputs(gzip=False)
 
 
 @pytest.mark.parametrize("query", [
     b"format=tiff", b"format=png&format=json", b"format=", b"min_area=0", b"min_area=-1",
     b"min_area=1e3", b"min_area=%201", b"tolerance=1000.5", b"tolerance=nan", b"tolerance=-0",
-    b"include=colour", b"include=%C3%A9", b"rle=zip",
+    b"include=colour", b"include=%C3%A9", b"rle=zip", b"format=png&include=confidence",
 ])
 def test_any_other_query_is_left_to_fastapi(query):
     with pytest.raises(Declined):
@@ -110,23 +114,24 @@ def comparable(response: httpx.Response) -> tuple:
 
 
 PNG = image_bytes(40, 30)
+UPLOAD = {"file": ("a.png", PNG)}
 REQUESTS = [
-    ("/segment", {}, {"file": ("a.png", PNG)}),
-    ("/segment?format=png", {}, {"file": ("a.png", PNG)}),
-    ("/segment?format=rle&rle=uncompressed", {}, {"file": ("a.png", PNG)}),
-    ("/segment?format=npy", {"Accept-Encoding": "gzip"}, {"file": ("a.png", PNG)}),
-    ("/segment?format=objects&min_area=3&tolerance=0.5", {}, {"file": ("a.png", PNG)}),
-    ("/segment?format=geojson", {}, {"file": ("a.png", PNG)}),
-    ("/segment?format=overlay", {}, {"file": ("a.png", PNG)}),
-    ("/segment?include=confidence,probabilities", {}, {"file": ("a.png", PNG)}),
-    ("/models/tiny/segment?format=png", {}, {"file": ("a.png", PNG)}),
-    ("/models/tiny/versions/1/segment", {}, {"file": ("a.png", PNG)}),
-    ("/models/tiny/versions/01/segment", {}, {"file": ("a.png", PNG)}),
-    ("/models/nope/segment", {}, {"file": ("a.png", PNG)}),
-    ("/models/tiny/versions/9/segment", {}, {"file": ("a.png", PNG)}),
-    ("/segment?format=png&include=confidence", {}, {"file": ("a.png", PNG)}),
-    ("/segment?format=tiff", {}, {"file": ("a.png", PNG)}),
-    ("/segment?min_area=0", {}, {"file": ("a.png", PNG)}),
+    ("/segment", {}, UPLOAD),
+    ("/segment?format=png", {}, UPLOAD),
+    ("/segment?format=rle&rle=uncompressed", {}, UPLOAD),
+    ("/segment?format=npy", {"Accept-Encoding": "gzip"}, UPLOAD),
+    ("/segment?format=objects&min_area=3&tolerance=0.5", {}, UPLOAD),
+    ("/segment?format=geojson", {}, UPLOAD),
+    ("/segment?format=overlay", {}, UPLOAD),
+    ("/segment?include=confidence,probabilities", {}, UPLOAD),
+    ("/models/tiny/segment?format=png", {}, UPLOAD),
+    ("/models/tiny/versions/1/segment", {}, UPLOAD),
+    ("/models/tiny/versions/01/segment", {}, UPLOAD),
+    ("/models/nope/segment", {}, UPLOAD),
+    ("/models/tiny/versions/9/segment", {}, UPLOAD),
+    ("/segment?format=png&include=confidence", {}, UPLOAD),
+    ("/segment?format=tiff", {}, UPLOAD),
+    ("/segment?min_area=0", {}, UPLOAD),
     ("/segment", {}, {"file": ("a.png", b"")}),
     ("/segment", {}, {"file": ("a.txt", b"not an image")}),
     ("/segment", {}, {"image": ("a.png", PNG)}),
