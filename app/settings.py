@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Images with a side over TILE_SIZE run as tiles (model/tiling.py). 768 with the half-resolution
 # model: per pixel, 1920×1080 costs 0.75× a 256² image at 768 against 1.27× at 512 (15 tiles of
-# ~420 px, a quarter of them overlap), 4032×3024 0.82× against 0.93× (AMX machine, 2026-12-06).
+# ~420 px computing 27 % more pixels than the image has), 4032×3024 0.82× against 0.93× (AMX
+# machine, 2026-12-06).
 TILE_SIZE, TILE_OVERLAP = 768, 64
 
 ENV_PREFIX = "DECONVSEG_"
