@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from app.errors import InvalidInput, TooLarge, UnsupportedFormat
-from app.formats import ALLOWED_FORMATS, ALLOWED_TEXT
+from app.formats import ALLOWED_FORMATS, ALLOWED_TEXT, PNG_SIGNATURE
 
 JPEG_MODES_TO_TENSOR = ("RGB", "L")  # JPEG modes whose pixels torchvision decodes
 # Process-wide (filters changed per call would race between I/O threads): the upload's bytes are
@@ -34,7 +34,6 @@ JPEG_MODES_TO_TENSOR = ("RGB", "L")  # JPEG modes whose pixels torchvision decod
 warnings.filterwarnings("ignore", message="The given buffer is not writable")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Image formats we refuse, by their magic bytes: (offset, signature, name).
 REFUSED_SIGNATURES = (
     (0, b"II*\x00", "TIFF"), (0, b"MM\x00*", "TIFF"), (0, b"8BPS", "PSD"), (0, b"%!PS", "EPS"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 import zlib
 
 import cv2
@@ -12,16 +13,27 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from app.formats import PNG_SIGNATURE
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
 
 def mask_png(mask: np.ndarray, palette: list[list[int]]) -> bytes:
-    """One-band PNG (mode P with the checkpoint's palette); pixel value = class index."""
+    """One-band PNG (colour type 3, 8 bits) with the checkpoint's palette, its 256 entries black
+    past the classes; pixel value = class index.
+
+    Written here, not by Pillow: a label map is its rows behind filter byte 0 (None), deflated
+    at level 1 — the same image, at about half of Pillow's encode time for a 256² mask
+    (`python -m bench.stages`)."""
     height, width = mask.shape
-    im = Image.frombytes("P", (width, height), np.ascontiguousarray(mask, np.uint8).tobytes())
-    flat = [c for rgb in palette for c in rgb]
-    im.putpalette(flat + [0] * (768 - len(flat)))
-    buffer = io.BytesIO()
-    im.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    rows = np.zeros((height, width + 1), np.uint8)  # (H, 1 + W): each row's filter type, then
+    rows[:, 1:] = mask  # its class indices (any integer dtype, as its uint8 values)
+    colours = bytes(c for rgb in palette for c in rgb).ljust(768, b"\0")
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette, no interlace
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"PLTE", colours)
+            + _png_chunk(b"IDAT", zlib.compress(rows, 1)) + _png_chunk(b"IEND", b""))
 
 
 def mask_png_base64(mask: np.ndarray, palette: list[list[int]]) -> str:

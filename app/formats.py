@@ -3,6 +3,7 @@ and the extra outputs a JSON response may include: light enough for the CLI clie
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 ALLOWED_TEXT = "JPEG, PNG, WebP, BMP or GIF"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # what decode recognises and encode writes
 
 # `?include=` names, and the response formats (JSON ones) they apply to.
 INCLUDES = ("confidence", "probabilities", "objects")

@@ -50,6 +50,18 @@ def test_png_is_palette_mode_with_class_indices():
     assert image.getpalette()[:9] == [c for rgb in default_palette(3) for c in rgb]
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 700), (700, 1), (37, 53), (256, 256)])
+def test_png_reads_back_as_the_mask_at_any_shape_with_valid_chunks(shape):
+    mask = np.random.default_rng(2).integers(0, 7, shape).astype(np.uint8)
+    mask[: shape[0] // 2] = 3  # runs, as in a label map, beside noise
+    png = mask_png(mask, default_palette(7))
+    with Image.open(io.BytesIO(png)) as image:
+        image.verify()  # every chunk's CRC, IDAT's included
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "P" and image.size == shape[::-1]
+        assert np.array_equal(np.asarray(image), mask)
+
+
 def test_areas_cover_every_class_and_sum_to_one():
     result = areas(np.array([[0, 0, 1, 1]], np.uint8), CLASSES)
     assert result == {"background": 0.5, "a": 0.5, "b": 0.0}
