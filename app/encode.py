@@ -33,7 +33,7 @@ def mask_png(mask: np.ndarray, palette: list[list[int]]) -> bytes:
     colours = bytes(c for rgb in palette for c in rgb).ljust(768, b"\0")
     header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette, no interlace
     return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"PLTE", colours)
-            + _png_chunk(b"IDAT", zlib.compress(rows, 1)) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", zlib.compress(rows.data, 1)) + _png_chunk(b"IEND", b""))
 
 
 def mask_png_base64(mask: np.ndarray, palette: list[list[int]]) -> str:
