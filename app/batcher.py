@@ -8,8 +8,13 @@ deadline passed or whose caller went away are dropped before compute. If a batch
 items are retried one by one so that only the item that fails gets the error. Which worker takes
 a batch, and with how many threads, is `app.workers.ThreadPolicy`'s decision.
 
+`enqueue` takes an item from any thread with a `done(result, error)` callback, which a worker
+calls once (sometimes holding `_cond`, so it must not block or take a lock the enqueuing thread
+holds around `enqueue`); `submit` is the same for a coroutine, whose future is only ever touched
+on its event loop's thread.
+
 Locking: `_cond` guards `_pending`, `_busy`, `_accepting`, `_stopping` and each queued item's
-`started` and `abandoned`; an item's future is only ever touched on its event loop's thread.
+`started` and `abandoned`.
 """
 
 from __future__ import annotations
@@ -41,14 +46,16 @@ __all__ = ["BatchStats", "Batcher", "BatcherStopped", "DeadlineExceeded", "Lane"
 
 log = logging.getLogger("deconvseg.batcher")
 
+Done = Callable[[Result | None, BaseException | None], None]
+
+
 @dataclass(eq=False)
 class _Item:
     value: Any
     lane: Lane
     key: Hashable
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    deadline: float
+    done: Done  # called once, by a worker: the result, or the error
+    deadline: float  # time.monotonic()
     enqueued: float = field(default_factory=time.monotonic)
     started: float = 0.0  # under _cond
     abandoned: bool = False  # under _cond
@@ -124,12 +131,11 @@ class Batcher:
 
     # --- front end ----------------------------------------------------------------------------
 
-    async def submit(self, lane: Lane[In, Out], value: In, timeout_s: float) -> Result[Out]:
-        """Queue one item on `lane` and wait for its result, at most `timeout_s` seconds."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()  # exists before the item is visible
-        item = _Item(value, lane, (lane, lane.bucket(value)), future, loop,
-                     time.monotonic() + timeout_s)
+    def enqueue(self, lane: Lane[In, Out], value: In, deadline: float, done: Done) -> _Item:
+        """Queue one item on `lane` from any thread; a worker answers `done` once. Raises
+        BatcherStopped or QueueFull at once. `deadline` is on `time.monotonic()`'s clock: an
+        item still queued then is answered DeadlineExceeded, not computed."""
+        item = _Item(value, lane, (lane, lane.bucket(value)), done, deadline)
         with self._cond:
             if not self._accepting or not self.alive:
                 raise BatcherStopped("the inference workers are not accepting work")
@@ -138,21 +144,47 @@ class Batcher:
                 raise QueueFull(f"{self.max_queue} images are already queued")
             self._pending.append(item)
             self._cond.notify_all()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except TimeoutError:
-            self._abandon(item, "deadline")
-            raise DeadlineExceeded(f"not computed within {timeout_s:g} s") from None
-        except asyncio.CancelledError:  # the caller went away (client disconnect)
-            self._abandon(item, "disconnect")
-            raise
+        return item
 
-    def _abandon(self, item: _Item, reason: str) -> None:
-        """The worker skips an abandoned item; it counts as dropped only if it never started."""
+    async def submit(self, lane: Lane[In, Out], value: In, timeout_s: float) -> Result[Out]:
+        """Queue one item on `lane` and wait for its result, at most `timeout_s` seconds."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()  # exists before the item is visible
+
+        def done(result: Result | None, error: BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(settle_future, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits for it any more
+                pass
+
+        item = self.enqueue(lane, value, time.monotonic() + timeout_s, done)
+        # One timer rather than `wait_for(shield(future))`: the same outcome, with no waiter and
+        # no outer future to chain through the event loop for every image.
+        timer = loop.call_later(timeout_s, self._expire, item, future, timeout_s)
+        try:
+            return await future
+        except asyncio.CancelledError:  # the caller went away (client disconnect)
+            self.abandon(item, "disconnect")
+            raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, item: _Item, future: asyncio.Future, timeout_s: float) -> None:
+        """The item's deadline, on its loop: its caller hears DeadlineExceeded now, even while a
+        worker computes it, unless its result is already in."""
+        if not future.done():
+            self.abandon(item, "deadline")
+            future.set_exception(DeadlineExceeded(f"not computed within {timeout_s:g} s"))
+
+    def abandon(self, item: _Item, reason: str) -> None:
+        """Its caller no longer wants the item (any thread): a worker skips it. It counts as
+        dropped only if it never started (an item gets its result only after it starts), and
+        only once."""
         with self._cond:
+            counted = item.abandoned  # a worker found it late and counted it already
             item.abandoned = True
             never_started = not item.started
-        if item.future.cancel() and never_started:
+        if never_started and not counted:
             self.on_drop(reason)
 
     # --- workers ------------------------------------------------------------------------------
@@ -211,8 +243,8 @@ class Batcher:
             if item.abandoned:
                 continue  # counted as dropped by the front end
             if now > item.deadline:
-                item.loop.call_soon_threadsafe(settle_future, item.future, None,
-                                               DeadlineExceeded("deadline passed while queued"))
+                item.abandoned = True  # answered and counted here, not again by its timer
+                item.done(None, DeadlineExceeded("deadline passed while queued"))
                 self.on_drop("deadline")
                 continue
             item.started = now
@@ -240,8 +272,7 @@ class Batcher:
             with self._cond:
                 self._accepting = False
                 for item in [*batch, *self._pending]:  # the batch it died on, the queue
-                    item.loop.call_soon_threadsafe(settle_future, item.future, None,
-                                                   BatcherStopped("inference worker died"))
+                    item.done(None, BatcherStopped("inference worker died"))
                 self._pending.clear()
 
     def _compute(self, batch: list[_Item], context: WorkerContext) -> Callable[[], None]:
@@ -273,7 +304,7 @@ class Batcher:
         def answer() -> None:
             for item, out, err in zip(batch, outputs, errors, strict=True):
                 result = None if err else Result(out, item.started - item.enqueued, compute)
-                item.loop.call_soon_threadsafe(settle_future, item.future, result, err)
+                item.done(result, err)
 
         return answer
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import cv2
@@ -17,6 +18,7 @@ from app import errors
 from app.admission import Admission
 from app.allocator import trim
 from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull
+from app.flight import Flight, PredictFailed
 from app.io_threads import IOThreads
 from app.metrics import Metrics
 from app.pipeline import Encoded, Format, ModelVersion, Outputs, Segmented
@@ -77,54 +79,53 @@ class Runtime:
                       confidence: bool = False) -> Segmented:
         """decode → batch → predict for one admitted image."""
         with self.admission.image():
-            t0 = time.perf_counter()
-            image, prepared = await self.run_io(version.decode, data, probabilities, confidence)
-            decoded = time.perf_counter() - t0
-            remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
-            try:
-                prediction, queued, compute = await self.batcher.submit(
-                    version.lane, prepared, max(remaining, 0.001))
-            except QueueFull:
-                raise errors.queue_full(self.settings.max_queue) from None
-            except DeadlineExceeded:
-                raise errors.TimedOut(
-                    "deadline_exceeded", "the image was not segmented within the "
-                    f"{self.settings.request_timeout_s:g} s request timeout; retry later or "
-                    "send a smaller image") from None
-            except BatcherStopped:
-                raise errors.not_ready(self.admission.state) from None
-            except Exception as exc:
-                log.exception("inference failed for one image (%r)", version)
-                raise errors.Failed("inference_failed",
-                                    f"the model failed on this image ({type(exc).__name__}); "
-                                    "it has been logged") from None
-            seg = Segmented(image if keep_image else None, prediction.mask,
-                            {"decode": 0.0, "queue": round(queued * 1000, 3),
-                             "inference": round(compute * 1000, 3)}, prediction.probabilities,
-                            prediction.confidence)
-            version.timed(seg, "decode", decoded)
+            seg, _ = await self._fly(version, data, started, None, keep_image=keep_image,
+                                     probabilities=probabilities, confidence=confidence)
             return seg
 
     async def segment_and_encode(self, version: ModelVersion, data: bytes, out: Outputs,
                                  started: float) -> tuple[Encoded, dict[str, float]]:
         """The whole pipeline for one image: the body and the stage timings (ms)."""
-        with self.admission.request():
-            seg = await self._segment_for(version, data, out, started)
-            encoded = await self.run_io(version.encode, seg, out)
+        with self.admission.request(), self.admission.image():
+            seg, encoded = await self._fly(version, data, started,
+                                           partial(version.encode, out=out), **_asks(out))
+        assert encoded is not None
         return encoded, seg.timings_ms
 
-    async def _segment_for(self, version: ModelVersion, data: bytes, out: Outputs,
-                           started: float) -> Segmented:
-        return await self.segment(version, data, started, keep_image=out.format is Format.overlay,
-                                  probabilities=out.probabilities, confidence=out.confidence)
+    async def _fly(self, version: ModelVersion, data: bytes | np.ndarray, started: float,
+                   encode: Callable[[Segmented], T] | None, **asks: bool
+                   ) -> tuple[Segmented, T | None]:
+        """One image through `app.flight`, its batcher outcomes as the service's errors. The
+        request timeout runs from `started` (the upload's end) to predict's answer."""
+        remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
+        flight = Flight(version, data, self.io, self.batcher, remaining, encode, **asks)
+        try:
+            return await flight.run()
+        except QueueFull:
+            raise errors.queue_full(self.settings.max_queue) from None
+        except DeadlineExceeded:
+            raise errors.TimedOut(
+                "deadline_exceeded", "the image was not segmented within the "
+                f"{self.settings.request_timeout_s:g} s request timeout; retry later or "
+                "send a smaller image") from None
+        except BatcherStopped:
+            raise errors.not_ready(self.admission.state) from None
+        except PredictFailed as exc:
+            log.error("inference failed for one image (%r)", version, exc_info=exc.__cause__)
+            raise errors.Failed("inference_failed",
+                                f"the model failed on this image "
+                                f"({type(exc.__cause__).__name__}); it has been logged") from None
 
     async def _batch_item(self, version: ModelVersion, data: bytes, out: Outputs,
                           started: float) -> dict[str, Any] | errors.ServingError:
         try:
-            seg = await self._segment_for(version, data, out, started)
+            with self.admission.image():
+                seg, doc = await self._fly(version, data, started,
+                                           partial(version.encode_item, out=out), **_asks(out))
         except errors.ServingError as exc:
             return exc
-        return await self.run_io(version.encode_item, seg, out)
+        assert doc is not None
+        return doc
 
     async def segment_batch(self, version: ModelVersion, files: Sequence[bytes], out: Outputs,
                             started: float) -> list[dict[str, Any] | errors.ServingError]:
@@ -132,3 +133,9 @@ class Runtime:
         order (the caller counts the request in flight with `admission.request()`)."""
         return list(await asyncio.gather(*(self._batch_item(version, data, out, started)
                                            for data in files)))
+
+
+def _asks(out: Outputs) -> dict[str, bool]:
+    """What predict and encode need kept or computed for these outputs."""
+    return {"keep_image": out.format is Format.overlay, "probabilities": out.probabilities,
+            "confidence": out.confidence}

@@ -381,24 +381,67 @@ async def test_a_draining_batcher_refuses_new_work_while_it_finishes_the_old():
         stopper.join(10)
 
 
-async def test_an_item_found_past_its_deadline_is_answered_and_counted_not_computed():
+def answers():
+    """A `done` callback that records what a worker answered."""
+    got = []
+    return got, lambda result, error: got.append((result, error))
+
+
+def test_an_item_found_past_its_deadline_is_answered_and_counted_not_computed():
     from app.batcher import _Item
     drops = []
     batcher = OneLane(lambda xs: xs, on_drop=drops.append)
-    loop = asyncio.get_running_loop()
+    calls = {}
 
     def item(value, seconds_left):
-        return _Item(value, batcher.lane, None, loop.create_future(), loop,
-                     time.monotonic() + seconds_left)
+        calls[value], done = answers()
+        return _Item(value, batcher.lane, None, done, time.monotonic() + seconds_left)
 
     late, gone, wanted = item(1, -1), item(2, 100), item(3, 100)
     gone.abandoned = True
     assert batcher._live([late, gone, wanted]) == [wanted]
     assert wanted.started > 0 and late.started == 0 and gone.started == 0
-    await asyncio.sleep(0)  # the answer is scheduled on the loop
-    with pytest.raises(DeadlineExceeded, match="^deadline passed while queued$"):
-        late.future.result()
-    assert drops == ["deadline"] and not gone.future.done() and not wanted.future.done()
+    [(result, error)] = calls[1]
+    assert result is None and isinstance(error, DeadlineExceeded)
+    assert str(error) == "deadline passed while queued"
+    assert drops == ["deadline"] and calls[2] == [] and calls[3] == []
+
+
+async def test_an_item_found_late_whose_timer_fires_too_is_dropped_once():
+    from app.batcher import _Item
+    drops = []
+    batcher = OneLane(lambda xs: xs, on_drop=drops.append)
+    future = asyncio.get_running_loop().create_future()
+    _, done = answers()
+    late = _Item(1, batcher.lane, None, done, time.monotonic() - 1)
+    assert batcher._live([late]) == []
+    batcher._expire(late, future, 0.05)  # before the worker's answer reaches the caller
+    with pytest.raises(DeadlineExceeded):
+        future.result()
+    assert drops == ["deadline"]
+
+
+async def test_an_item_enqueued_from_a_thread_is_answered_through_its_callback():
+    batcher = Batcher(ThreadPolicy(threads=1, workers=1), max_queue=4)
+    lane = Lane(lambda xs, ctx: [x * 10 for x in xs], 1, 0.0)
+    batcher.start()
+    try:
+        answered = threading.Event()
+        got = []
+
+        def done(result, error):
+            got.append((result, error))
+            answered.set()
+
+        worker = threading.Thread(target=lambda: batcher.enqueue(
+            lane, 4, time.monotonic() + 30, done))
+        worker.start()
+        worker.join()
+        assert await asyncio.to_thread(answered.wait, 10)
+    finally:
+        batcher.stop()
+    [(result, error)] = got
+    assert error is None and result.value == 40
 
 
 async def run_lane(predict, *values, max_batch_size=4, on_batch=None):
