@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from app.fastpath import (
+    QUERY_MEMO_SIZE,
     Declined,
     SegmentFastPath,
     boundary_of,
@@ -57,6 +58,23 @@ def test_the_accepted_encoding_comes_with_the_query():
 def test_any_other_query_is_left_to_fastapi(query):
     with pytest.raises(Declined):
         parse_query(query)
+
+
+def test_queries_are_parsed_once_declined_ones_too_and_the_memo_stays_bounded(monkeypatch):
+    import app.fastpath
+    parses = []
+    monkeypatch.setattr(app.fastpath, "parse_query",
+                        lambda *args: (parses.append(args), parse_query(*args))[1])
+    fast = SegmentFastPath(None, None, None)
+    assert fast.outputs(b"format=png", b"gzip") is fast.outputs(b"format=png", b"gzip")
+    assert fast.outputs(b"format=npy", b"gzip") == Outputs(Format.npy, gzip=True)
+    for _ in range(2):
+        with pytest.raises(Declined):
+            fast.outputs(b"format=tiff", None)
+    assert parses == [(b"format=png", b"gzip"), (b"format=npy", b"gzip"), (b"format=tiff", None)]
+    for n in range(QUERY_MEMO_SIZE + 10):
+        fast.outputs(f"min_area={n + 1}".encode(), None)
+    assert len(fast._queries) <= QUERY_MEMO_SIZE
 
 
 def test_the_boundary_is_read_from_the_one_multipart_content_type():
