@@ -3,11 +3,12 @@
 `run` hands a call over with one queue put and comes back with one `call_soon_threadsafe`.
 `loop.run_in_executor` does the same work through a concurrent.futures Future, a work item and
 a chain of callbacks between two futures. That cost the event loop 13 µs of CPU per hand-off
-against 1.5 µs here, in a script of 32,000 hand-offs from 16 tasks. The server makes two per
-image, and the event loop's CPU per request is what issue 13's part 3 counts.
+against 1.5 µs here, in a script of 32,000 hand-offs from 16 tasks (the event loop's CPU per
+request is what issue 13's part 3 counts).
 
-`submit` hands a call over that answers nobody: it passes its own result on (`app.flight` has
-each stage hand the image to the next stage's thread).
+`submit` hands a call over that answers nobody: it passes its own result on. An image's decode
+and encode go that way (`app.flight`: each stage hands the image to the next stage's thread);
+`run` serves the routes' other work (a batch's JSON, gzip).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
     decode (I/O thread) → predict (inference worker, batched) → encode (I/O thread)
 
-Each stage raises domain errors (`app.errors`); `app.runtime` moves the work between threads and
-`app.responses` turns errors into status codes.
+Each stage raises domain errors (`app.errors`); `app.flight` moves an image between the threads,
+`app.runtime` holds the threads and admission, and `app.responses` turns errors into status
+codes.
 """
 
 from __future__ import annotations

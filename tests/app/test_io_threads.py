@@ -52,3 +52,22 @@ async def test_shutdown_finishes_the_queued_calls_then_refuses_new_ones():
     assert done == [0, 1, 2, 3, 4]
     with pytest.raises(RuntimeError, match="shut down"):
         await pool.run(done.append, 5)
+
+
+def test_a_submitted_call_that_raises_is_logged_and_the_thread_serves_on(caplog):
+    pool = IOThreads(1, "t")
+    ran = threading.Event()
+
+    def fail():
+        raise ValueError("lost result")
+
+    pool.submit(fail)
+    pool.submit(ran.set)
+    try:
+        assert ran.wait(10)
+    finally:
+        pool.shutdown()
+    assert "a call submitted to the I/O threads failed" in caplog.text
+    assert "lost result" in caplog.text
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(ran.set)
