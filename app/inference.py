@@ -201,12 +201,14 @@ class Segmenter:
             return [(mask, top) for mask, top in self._predict(items, confidence=True)
                     if top is not None]
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels (B, 3, h, w) → float logits (B, K, h, w): preprocessing and the network
-        as the service runs them (engine, dtype, channels_last, inference mode). The benchmark
-        times this."""
+    def forward(self, batch: torch.Tensor, float32: bool = True) -> torch.Tensor:
+        """uint8 pixels (B, 3, h, w) → logits (B, K, h, w): preprocessing and the network as the
+        service runs them (engine, dtype, channels_last, inference mode), as float32 or, with
+        `float32=False`, in the network's dtype, as the mask takes them. The benchmark times
+        this."""
         with self._inference():
-            return self._forward(batch)
+            logits = self._forward(batch)
+            return logits.float() if float32 else logits
 
     @contextmanager
     def _inference(self) -> Iterator[None]:
@@ -226,8 +228,11 @@ class Segmenter:
         return [self._maps(lg[None], it, confidence) for lg, it in zip(logits, items, strict=True)]
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) logits in the network's dtype: the mask is the same from bf16 as from
+        their float32 copy (exact, order-preserving), which is only made where needed (resize,
+        softmax, stitching whole logits), not per tile or per image."""
         batch = batch.to(self.device).contiguous(memory_format=self._memory_format)
-        return self._net(batch).float()  # (B, K, h, w)
+        return self._net(batch)
 
     def _maps(self, logits: torch.Tensor, item: Prepared, confidence: bool
               ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -267,7 +272,7 @@ class Segmenter:
         with self._inference():
             logits = (self._tiled_logits(item) if self.needs_tiling(item)
                       else self._forward(item.tensor[None]))
-            logits = self._at_upload_size(logits, item)
+            logits = self._at_upload_size(logits, item).float()
             mask = class_mask(logits[0]).cpu().numpy()
             return (mask, logits[0].softmax(0).half().cpu().numpy(),
                     top_probability(logits)[0].cpu().numpy())

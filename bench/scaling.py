@@ -23,6 +23,7 @@ from app import encode
 from app.allocator import tune_malloc
 from app.decode import decode_image
 from app.inference import InferenceOptions, Segmenter, resolve_backend
+from app.settings import TILE_OVERLAP, TILE_SIZE
 from model.checkpoint import load_checkpoint
 from model.data import SyntheticScenes
 
@@ -78,7 +79,7 @@ def measure_one(checkpoint: str, path: Path, tile: int, overlap: int, tile_batch
             "tiled": mask.shape[0] > tile, "png_bytes": len(png)}
 
 
-def run(checkpoint: str, sizes: list[int], tile: int = 512, overlap: int = 64,
+def run(checkpoint: str, sizes: list[int], tile: int = TILE_SIZE, overlap: int = TILE_OVERLAP,
         tile_batch: int = 1) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,8 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="weights/model.pt")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--tile", type=int, default=TILE_SIZE, help="the service's by default")
+    parser.add_argument("--overlap", type=int, default=TILE_OVERLAP)
     parser.add_argument("--tile-batch", type=int, default=1, help="tiles per forward (the "
                         "service uses 1 on CPU)")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)

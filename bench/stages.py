@@ -36,7 +36,7 @@ def run(checkpoint: str, size: int = 256, runs: int = 100) -> list[dict]:
     jpeg = scene_jpeg(size, 3)
     image = decode_image(jpeg, 40_000_000)
     item = seg.prepare(image)
-    logits = seg.forward(item.tensor[None])
+    logits = seg.forward(item.tensor[None], float32=False)  # as the mask takes them
     mask = seg.predict([item])[0]
     doc = {"width": size, "height": size, "classes": ckpt.classes}
     forward_threads = torch.get_num_threads()

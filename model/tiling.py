@@ -116,9 +116,8 @@ def sliding_window_maps(model: Model, image: torch.Tensor, *, tile: int, overlap
 
 def class_mask(scores: torch.Tensor) -> torch.Tensor:
     """(K, h, w) class scores → (h, w) uint8 class indices, the first best class where tied (as
-    `argmax`). `max(0).indices` is the faster kernel on the network's channels-last logits: 0.29
-    against 0.50 ms for `argmax(0)` at 256² on 2 threads, same result (AMX machine,
-    2026-12-06; `python -m bench.stages` times this one)."""
+    `argmax`), in any float dtype. `max(0).indices` is the faster kernel on the network's
+    channels-last logits (`python -m bench.stages` times this one; README, issue 13 part 3)."""
     return scores.max(0).indices.to(torch.uint8)
 
 

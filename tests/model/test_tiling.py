@@ -123,3 +123,10 @@ def test_class_mask_is_the_argmax_with_ties_to_the_first_class(channels_last):
     assert mask.dtype == torch.uint8
     assert torch.equal(mask, scores[0].argmax(0).to(torch.uint8))
     assert (mask[:4] == 2).all()
+
+
+def test_class_mask_of_bf16_logits_is_that_of_their_float32_copy():
+    scores = (torch.randn(1, 7, 40, 24) * 3).to(torch.bfloat16)  # bf16 rounding makes ties
+    scores = scores.contiguous(memory_format=torch.channels_last)
+    assert (scores[0].max(0).values == scores[0].float().topk(2, 0).values[1]).any()  # a tie
+    assert torch.equal(class_mask(scores[0]), class_mask(scores[0].float()))
