@@ -66,9 +66,27 @@ def base64_text(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# Up to this many classes, one vectorised compare-and-count per class beats `np.bincount`, which
+# widens every pixel to int64 first (12 MP, 7 classes: 10 against 70 ms).
+PER_CLASS_COUNT_MAX = 16
+
+
+def class_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes,) int64: the pixels of each class in a uint8 label mask."""
+    if num_classes <= PER_CLASS_COUNT_MAX:
+        return np.array([np.count_nonzero(mask == c) for c in range(num_classes)], np.int64)
+    return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes].astype(np.int64)
+
+
+def column_major(mask: np.ndarray) -> np.ndarray:
+    """The uint8 mask as an (H, W) view of column-major memory, the order COCO's runs take:
+    OpenCV's blocked transpose, ~20× faster than `np.asfortranarray` on a 12 MP mask."""
+    return cv2.transpose(np.ascontiguousarray(mask, np.uint8)).T
+
+
 def areas(mask: np.ndarray, classes: list[str]) -> dict[str, float]:
     """Fraction of the image covered by each class (all classes listed)."""
-    counts = np.bincount(mask.ravel(), minlength=len(classes))[: len(classes)]
+    counts = class_counts(mask, len(classes))
     total = max(mask.size, 1)
     return {name: round(float(c) / total, 6) for name, c in zip(classes, counts, strict=True)}
 
@@ -79,13 +97,13 @@ def rle_by_class(mask: np.ndarray, classes: list[str], compressed: bool = True) 
     list."""
     height, width = mask.shape
     if compressed:
-        columns = np.asfortranarray(mask)  # COCO runs go down the columns
-        present = np.flatnonzero(np.bincount(mask.ravel())).tolist()
+        columns = column_major(mask)  # COCO runs go down the columns
+        present = np.flatnonzero(class_counts(mask, len(classes))).tolist()
         return [{"class": classes[index], "index": index, "size": [height, width],
                  "counts": coco_mask.encode((columns == index).view(np.uint8))["counts"].decode(
                      "ascii")} for index in present]
     # Uncompressed: the label runs down the columns, found once, then merged per class.
-    flat = mask.ravel(order="F")
+    flat = column_major(mask).ravel(order="F")  # a view: the memory is column-major already
     starts = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1])
     lengths = np.diff(np.append(starts, flat.size))
     values = flat[starts]

@@ -5,7 +5,15 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from app.encode import areas, mask_png, overlay_png, rle_by_class
+from app.encode import (
+    PER_CLASS_COUNT_MAX,
+    areas,
+    class_counts,
+    column_major,
+    mask_png,
+    overlay_png,
+    rle_by_class,
+)
 from model.classes import default_palette
 from tests.support.service import coco_decode
 from tests.tiny import CLASSES
@@ -89,6 +97,22 @@ def test_palette_entries_past_the_classes_are_black():
         entries = im.getpalette()
     assert entries[:6] == [10, 20, 30, 40, 50, 60]
     assert set(entries[6:]) == {0}
+
+
+@pytest.mark.parametrize("num_classes", [2, 7, PER_CLASS_COUNT_MAX, PER_CLASS_COUNT_MAX + 1, 91])
+def test_class_counts_are_the_histogram_of_the_mask_either_way(num_classes):
+    mask = np.random.default_rng(3).integers(0, num_classes, (61, 47)).astype(np.uint8)
+    mask[:, :9] = num_classes - 1  # one class far more common than the rest
+    counts = class_counts(mask, num_classes)
+    assert counts.dtype == np.int64 and counts.shape == (num_classes,)
+    assert counts.tolist() == np.bincount(mask.ravel(), minlength=num_classes).tolist()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (37, 53)])
+def test_column_major_is_the_mask_in_fortran_order(shape):
+    mask = np.random.default_rng(4).integers(0, 7, shape).astype(np.uint8)
+    columns = column_major(mask)
+    assert columns.flags.f_contiguous and np.array_equal(columns, mask)
 
 
 def test_areas_are_rounded_to_six_decimals():
