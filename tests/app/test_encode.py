@@ -10,6 +10,7 @@ from app.encode import (
     areas,
     class_counts,
     column_major,
+    grey_png,
     mask_png,
     overlay_png,
     rle_by_class,
@@ -68,6 +69,17 @@ def test_png_reads_back_as_the_mask_at_any_shape_with_valid_chunks(shape):
     with Image.open(io.BytesIO(png)) as image:
         assert image.mode == "P" and image.size == shape[::-1]
         assert np.array_equal(np.asarray(image), mask)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 500), (64, 48)])
+def test_grey_png_reads_back_as_the_values_in_mode_l(shape):
+    values = (np.add.outer(np.arange(shape[0]), np.arange(shape[1])) * 7 % 256).astype(np.uint8)
+    png = grey_png(values)
+    with Image.open(io.BytesIO(png)) as image:
+        image.verify()
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "L" and image.size == shape[::-1]
+        assert np.array_equal(np.asarray(image), values)
 
 
 def test_areas_cover_every_class_and_sum_to_one():
