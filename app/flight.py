@@ -25,7 +25,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, Result
+from app.batcher import Batcher, BatcherStopped, DeadlineExceeded, QueueFull, Result
+from app.errors import ServingError
 from app.io_threads import IOThreads, settle
 from app.pipeline import ModelVersion, Prediction, Segmented
 
@@ -34,6 +35,11 @@ T = TypeVar("T")
 
 class PredictFailed(Exception):
     """The model's predict raised; `__cause__` is what it raised."""
+
+
+# Answers, not faults: the client's upload, the queue, the shutdown. An unexpected exception keeps
+# its traceback, for the log.
+EXPECTED = (ServingError, QueueFull, BatcherStopped, DeadlineExceeded)
 
 
 class Flight(Generic[T]):
@@ -53,7 +59,10 @@ class Flight(Generic[T]):
         self._deadline_s = deadline_s
         self._deadline = time.monotonic() + deadline_s
         self._loop = asyncio.get_running_loop()
-        self._future: asyncio.Future[tuple[Segmented, T | None]] = self._loop.create_future()
+        # Dropped when `run` ends: an exception in it would hold `run`'s frame, and so this
+        # flight, in a cycle.
+        self._future: asyncio.Future[tuple[Segmented, T | None]] | None = (
+            self._loop.create_future())
         self._lock = threading.Lock()
         self._over = False  # the caller went away or the deadline passed (under _lock)
         self._item: Any = None  # the batcher's item, once enqueued (under _lock)
@@ -62,10 +71,12 @@ class Flight(Generic[T]):
         self._decode_s = 0.0
 
     async def run(self) -> tuple[Segmented, T | None]:
+        future = self._future
+        assert future is not None, "a flight runs once"
         self.io.submit(self._decode)
         timer = self._loop.call_later(max(self._deadline_s, 0.001), self._expire)
         try:
-            return await self._future
+            return await future
         except asyncio.CancelledError:  # the caller went away (client disconnect)
             with self._lock:
                 self._over = True
@@ -75,13 +86,18 @@ class Flight(Generic[T]):
             raise
         finally:
             timer.cancel()
+            with self._lock:  # the item's `done` is this flight: without this, a cycle that
+                self._item = None  # kept the image, mask and body until the cycle collector ran
+            self._data = self._image = self._future = None
+            del future  # nor may this frame, which a raised exception's traceback holds
 
     # --- the loop -----------------------------------------------------------------------------
 
     def _expire(self) -> None:
         """The deadline: the caller hears DeadlineExceeded now unless predict has answered (an
         encode under way finishes and is sent)."""
-        if self._future.done() or self._encoding:
+        future = self._future
+        if future is None or future.done() or self._encoding:
             return
         with self._lock:
             self._over = True
@@ -90,15 +106,22 @@ class Flight(Generic[T]):
             self.batcher.abandon(item, "deadline")
         else:  # still decoding: it will not be queued
             self.batcher.on_drop("deadline")
-        self._future.set_exception(DeadlineExceeded(
+        future.set_exception(DeadlineExceeded(
             f"not computed within {self._deadline_s:g} s"))
 
     # --- the threads --------------------------------------------------------------------------
 
     def _finish(self, value: tuple[Segmented, T | None] | None,
                 error: BaseException | None) -> None:
+        if isinstance(error, EXPECTED):
+            # No traceback: its frames would hold the upload and the decoded pixels (in a cycle
+            # through this flight's future) until the cycle collector ran, for every refusal.
+            error = error.with_traceback(None)
+        future = self._future
+        if future is None:  # `run` has ended: nobody waits for it any more
+            return
         try:
-            self._loop.call_soon_threadsafe(settle, self._future, value, error)
+            self._loop.call_soon_threadsafe(settle, future, value, error)
         except RuntimeError:  # the loop is closed: nobody waits for it any more
             pass
 

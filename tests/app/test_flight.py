@@ -1,7 +1,10 @@
 """app.flight: decode → predict → encode across the threads, with one hand-back to the loop."""
 
 import asyncio
+import contextlib
+import gc
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -135,3 +138,21 @@ async def test_a_deadline_after_predict_answered_lets_the_encode_finish(threads)
     hold.set()
     _, body = await flight
     assert body == b"late but sent" and threads[2] == []
+
+
+@pytest.mark.parametrize("data", [b"abc", b"bad"])
+async def test_a_finished_flight_is_freed_without_the_cycle_collector(threads, data):
+    # A cycle (the batcher's item calls back into its flight; a raised error's traceback holds
+    # the frame that holds the flight) kept each image, mask and body until the collector ran.
+    batcher, io, _ = threads
+    gc.disable()
+    try:
+        flight = Flight(FakeVersion(), data, io, batcher, 30.0, lambda seg: b"body")
+        alive = weakref.ref(flight)
+        with contextlib.suppress(InvalidInput):
+            await flight.run()
+        del flight
+        await fly(FakeVersion(), b"y", threads)  # the one I/O thread and worker have moved on
+        assert alive() is None
+    finally:
+        gc.enable()
