@@ -82,6 +82,18 @@ def test_grey_png_reads_back_as_the_values_in_mode_l(shape):
         assert np.array_equal(np.asarray(image), values)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 64, 1000])
+def test_a_png_written_a_band_of_rows_at_a_time_reads_back_whole(monkeypatch, block_bytes):
+    import app.encode
+    monkeypatch.setattr(app.encode, "PNG_BLOCK_BYTES", block_bytes)  # 1 row, a few, all 37
+    mask = np.random.default_rng(5).integers(0, 7, (37, 53)).astype(np.uint8)
+    for png in (mask_png(mask, default_palette(7)), grey_png(mask * 30)):
+        with Image.open(io.BytesIO(png)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(png)) as image:
+            assert np.array_equal(np.asarray(image), mask * (30 if image.mode == "L" else 1))
+
+
 def test_areas_cover_every_class_and_sum_to_one():
     result = areas(np.array([[0, 0, 1, 1]], np.uint8), CLASSES)
     assert result == {"background": 0.5, "a": 0.5, "b": 0.0}
