@@ -10,10 +10,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Images with a side over TILE_SIZE run as tiles (model/tiling.py). 768 with the half-resolution
-# model: per pixel, 1920×1080 costs 0.75× a 256² image at 768 against 1.27× at 512 (15 tiles of
-# ~420 px computing 27 % more pixels than the image has), 4032×3024 0.82× against 0.93× (AMX
-# machine, 2026-12-06).
+# Images with a side over TILE_SIZE run as tiles (model/tiling.py). 768, not 512: smaller tiles
+# compute more pixels twice in their overlaps (27 % more at 1920×1080 with 512), which put the
+# cost per pixel of 1080p over the 256² image's (README, "Cost per pixel at photo sizes").
 TILE_SIZE, TILE_OVERLAP = 768, 64
 
 ENV_PREFIX = "DECONVSEG_"
